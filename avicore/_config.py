@@ -1,0 +1,82 @@
+"""Tunables shared by every backend: CPU thread count, CUDA launch sizes, Numba fastmath flags.
+
+Nothing here changes global state at import time; Numba's thread count is applied on each kernel call
+(:func:`apply_numba_threads`), so ``set_num_threads`` works whenever it is called.
+"""
+
+from __future__ import annotations
+
+import os
+
+# fastmath without "nnan"/"ninf": log-space code relies on -inf and NaN checks.
+FASTMATH_FLAGS = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+
+# Threads per block for one-dimensional CUDA launches; tests shrink it under the simulator.
+CUDA_THREADS_PER_BLOCK = 128
+
+# Problems smaller than this many work items stay on the CPU when backend="auto" and a GPU is present.
+CUDA_AUTO_MIN_SIZE = 200_000
+
+_ENV_THREADS = "AVICORE_NUM_THREADS"
+
+
+def _default_num_threads() -> int:
+    value = os.environ.get(_ENV_THREADS)
+    if value is None or value.strip() == "":
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(f"{_ENV_THREADS} must be a positive integer; got {value!r}.") from None
+    if n < 1:
+        raise ValueError(f"{_ENV_THREADS} must be a positive integer; got {value!r}.")
+    return n
+
+
+_num_threads: int | None = None
+
+
+def get_num_threads() -> int:
+    """Number of CPU threads avicore's Cython and Numba kernels use.
+
+    Defaults to the ``AVICORE_NUM_THREADS`` environment variable, else to the CPUs this process may run on.
+    """
+    global _num_threads
+    if _num_threads is None:
+        _num_threads = _default_num_threads()
+    return _num_threads
+
+
+def set_num_threads(n: int) -> None:
+    """Set the number of CPU threads used by avicore's Cython (OpenMP) and Numba kernels.
+
+    Parameters
+    ----------
+    n : int
+        A positive thread count. Numba caps it at ``numba.config.NUMBA_NUM_THREADS``.
+
+    Raises
+    ------
+    ValueError
+        If ``n`` is not a positive integer.
+
+    Examples
+    --------
+    >>> import avicore
+    >>> avicore.set_num_threads(1)
+    >>> avicore.get_num_threads()
+    1
+    """
+    global _num_threads
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer; got {n!r}.")
+    _num_threads = n
+
+
+def apply_numba_threads() -> int:
+    """Make Numba's parallel loops use ``get_num_threads()`` threads (capped by Numba's pool); return it."""
+    import numba
+
+    n = min(get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+    numba.set_num_threads(n)
+    return n

@@ -1,0 +1,218 @@
+"""The one layer where user arrays and options are checked and converted.
+
+Every public function calls these before any compiled kernel runs, so kernels receive C-contiguous arrays of the
+right dtype and shape and never need to check bounds. Messages follow the house format:
+``"<argument> must <expectation>; got <what was given>."``
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+import numpy as np
+
+FLOAT_DTYPES = (np.float64, np.float32)
+
+
+def _describe(x: object) -> str:
+    if isinstance(x, np.ndarray):
+        return f"array of shape {x.shape} and dtype {x.dtype}"
+    return f"{type(x).__name__} {x!r}" if np.ndim(x) == 0 else f"{type(x).__name__}"
+
+
+def check_float_dtype(dtype: object, name: str = "dtype") -> np.dtype:
+    """Return ``np.dtype(dtype)`` if it is float64 or float32, else raise ``ValueError``."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{name} must be numpy.float64 or numpy.float32; got {dtype!r}.") from None
+    if dt not in (np.dtype(np.float64), np.dtype(np.float32)):
+        raise ValueError(f"{name} must be numpy.float64 or numpy.float32; got {dt}.")
+    return dt
+
+
+def as_float_array(x: object, name: str, *, ndim: int | None = None, shape: Sequence[int | None] | None = None,
+                   dtype: object = np.float64, finite: bool = True, allow_neg_inf: bool = False) -> np.ndarray:
+    """Convert ``x`` to a C-contiguous float array and check its dimensions and values.
+
+    Parameters
+    ----------
+    x : array-like
+        The user's input.
+    name : str
+        Argument name used in error messages.
+    ndim : int, optional
+        Required number of dimensions.
+    shape : sequence of int or None, optional
+        Required shape; ``None`` entries match any length. Implies ``ndim``.
+    dtype : float64 or float32
+        Output dtype.
+    finite : bool
+        Reject NaN and infinities.
+    allow_neg_inf : bool
+        With ``finite=True``, still accept ``-inf`` (log-probabilities of impossible events). NaN and ``+inf``
+        are always rejected when ``finite`` is set.
+
+    Returns
+    -------
+    numpy.ndarray
+        C-contiguous array of ``dtype``.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not numeric.
+    ValueError
+        On wrong dimensions/shape or non-finite values.
+    """
+    dt = check_float_dtype(dtype)
+    if isinstance(x, (str, bytes)) or x is None:
+        raise TypeError(f"{name} must be a numeric array; got {_describe(x)}.")
+    try:
+        raw = np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a numeric array; got {type(x).__name__} ({exc}).") from None
+    if raw.dtype == object or not (np.issubdtype(raw.dtype, np.number) or raw.dtype == np.bool_):
+        raise TypeError(f"{name} must be a numeric array; got dtype {raw.dtype}.")
+    if np.issubdtype(raw.dtype, np.complexfloating):
+        raise TypeError(f"{name} must be real-valued; got dtype {raw.dtype}.")
+    if shape is not None:
+        ndim = len(shape)
+    if ndim is not None and raw.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-dimensional; got shape {raw.shape}.")
+    if shape is not None:
+        for axis, (want, got) in enumerate(zip(shape, raw.shape)):
+            if want is not None and want != got:
+                expected = tuple("any" if s is None else s for s in shape)
+                raise ValueError(f"{name} must have shape {expected}; got {raw.shape} (axis {axis}).")
+    arr = np.ascontiguousarray(raw, dtype=dt)
+    if finite:
+        if allow_neg_inf:
+            bad = np.isnan(arr) | (arr == np.inf)
+            what = "NaN or +inf"
+        else:
+            bad = ~np.isfinite(arr)
+            what = "NaN or infinite values"
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"{name} must not contain {what}; got {arr[first]} at index {first}.")
+    return arr
+
+
+def check_lengths(lengths: object, n_samples: int, name: str = "lengths") -> np.ndarray:
+    """Validate hmmlearn-style sequence ``lengths`` and return ``offsets`` (int64, ``n_sequences + 1``).
+
+    ``None`` means one sequence of length ``n_samples``. Every length must be a positive integer and the
+    lengths must sum to ``n_samples``; sequence ``i`` occupies rows ``offsets[i]:offsets[i + 1]``.
+    """
+    if lengths is None:
+        if n_samples < 1:
+            raise ValueError(f"the input must hold at least one time step; got n_samples={n_samples}.")
+        return np.array([0, n_samples], dtype=np.int64)
+    raw = np.asarray(lengths)
+    if raw.ndim == 0:
+        raw = raw.reshape(1)
+    if raw.ndim != 1:
+        raise ValueError(f"{name} must be a 1-dimensional sequence of positive integers; got shape {raw.shape}.")
+    if raw.size == 0:
+        raise ValueError(f"{name} must hold at least one sequence length; got an empty sequence.")
+    if not (np.issubdtype(raw.dtype, np.integer) or
+            (np.issubdtype(raw.dtype, np.floating) and np.all(np.isfinite(raw)) and np.all(raw == np.round(raw)))):
+        raise TypeError(f"{name} must contain integers; got dtype {raw.dtype}.")
+    lens = raw.astype(np.int64)
+    if (lens < 1).any():
+        i = int(np.argmax(lens < 1))
+        raise ValueError(f"{name} must be positive integers; got {name}[{i}]={int(lens[i])}.")
+    total = int(lens.sum())
+    if total != n_samples:
+        raise ValueError(f"{name} must sum to n_samples={n_samples}; got sum({name})={total}.")
+    offsets = np.zeros(lens.size + 1, dtype=np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    return offsets
+
+
+def check_log_prob_vector(v: object, name: str, *, size: int | None = None, atol: float = 1e-8,
+                          dtype: object = np.float64) -> np.ndarray:
+    """A 1-D log-probability vector: finite or ``-inf`` entries, ``exp`` summing to 1 within ``atol``."""
+    arr = as_float_array(v, name, shape=(size,), dtype=dtype, allow_neg_inf=True)
+    if arr.size == 0:
+        raise ValueError(f"{name} must hold at least one entry; got shape {arr.shape}.")
+    if (arr > 1e-12).any():
+        raise ValueError(f"{name} must be log-probabilities (<= 0); got max {arr.max()!r}.")
+    total = float(np.exp(arr.astype(np.float64)).sum())
+    if abs(total - 1.0) > atol:
+        raise ValueError(f"exp({name}) must sum to 1 within {atol:g}; got sum {total!r}.")
+    return arr
+
+
+def check_log_stochastic_matrix(m: object, name: str, *, size: int | None = None, atol: float = 1e-8,
+                                dtype: object = np.float64) -> np.ndarray:
+    """A square matrix of log-probabilities whose ``exp`` rows each sum to 1 within ``atol``."""
+    arr = as_float_array(m, name, shape=(size, size), dtype=dtype, allow_neg_inf=True)
+    if arr.shape[0] != arr.shape[1]:
+        raise ValueError(f"{name} must be a square matrix; got shape {arr.shape}.")
+    if arr.size == 0:
+        raise ValueError(f"{name} must hold at least one state; got shape {arr.shape}.")
+    if (arr > 1e-12).any():
+        raise ValueError(f"{name} must be log-probabilities (<= 0); got max {arr.max()!r}.")
+    sums = np.exp(arr.astype(np.float64)).sum(axis=1)
+    bad = np.abs(sums - 1.0) > atol
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"each row of exp({name}) must sum to 1 within {atol:g}; got row {i} summing to "
+                         f"{sums[i]!r}.")
+    return arr
+
+
+def check_int(value: object, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """An integer (not bool) within ``[minimum, maximum]``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer; got {_describe(value)}.")
+    v = int(value)
+    if minimum is not None and v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}; got {v}.")
+    if maximum is not None and v > maximum:
+        raise ValueError(f"{name} must be <= {maximum}; got {v}.")
+    return v
+
+
+def check_scalar(value: object, name: str, *, positive: bool = False, non_negative: bool = False) -> float:
+    """A finite real scalar, optionally > 0 or >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number; got {_describe(value)}.")
+    v = float(value)
+    if not np.isfinite(v):
+        raise ValueError(f"{name} must be finite; got {v}.")
+    if positive and v <= 0:
+        raise ValueError(f"{name} must be > 0; got {v}.")
+    if non_negative and v < 0:
+        raise ValueError(f"{name} must be >= 0; got {v}.")
+    return v
+
+
+def check_choice(value: object, name: str, options: Sequence[str]) -> str:
+    """One of ``options`` (the message lists them)."""
+    if value not in options:
+        raise ValueError(f"{name} must be one of {tuple(options)}; got {value!r}.")
+    return value  # type: ignore[return-value]
+
+
+def check_random_state(seed: object, name: str = "seed") -> np.random.Generator:
+    """``None``, an int or a ``numpy.random.Generator`` -> ``numpy.random.Generator``."""
+    if seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)):
+        if seed is not None and int(seed) < 0:
+            raise ValueError(f"{name} must be a non-negative integer or a numpy.random.Generator; got {seed}.")
+        return np.random.default_rng(seed)
+    if isinstance(seed, np.random.Generator):
+        return seed
+    raise TypeError(f"{name} must be None, a non-negative int or a numpy.random.Generator; got {_describe(seed)}.")
+
+
+def check_seed_int(seed: object, name: str = "seed") -> int:
+    """A 63-bit integer seed for counter-based generators: ints pass, a Generator draws one, None draws fresh."""
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        if int(seed) < 0:
+            raise ValueError(f"{name} must be a non-negative integer or a numpy.random.Generator; got {seed}.")
+        return int(seed) & ((1 << 63) - 1)
+    return int(check_random_state(seed, name).integers(0, 2**63 - 1))
