@@ -82,7 +82,8 @@ def print_table(title: str, rows: Sequence[tuple[str, Timing, Timing | None]], *
     The speed-up column is ``anchor.min / candidate.min`` (> 1 means the candidate is faster).
     """
     print(f"\n## {title}" + (f"  (goal: {goal})" if goal else ""))
-    head = f"| {'case':<44} | {'candidate':<28} | {'min':>10} | {'median':>10} | {'anchor':<28} | {'anchor min':>10} | {'speed-up':>8} |"
+    head = (f"| {'case':<44} | {'candidate':<28} | {'min':>10} | {'median':>10} | {'anchor':<28} "
+            f"| {'anchor min':>10} | {'speed-up':>8} |")
     print(head)
     print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
     for case, cand, anchor in rows:

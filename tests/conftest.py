@@ -10,10 +10,10 @@ import os
 
 os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
-from avicore import _config, backends  # noqa: E402
+from avicore import _config, backends
 
 SEED = int(os.environ.get("AVICORE_TEST_SEED", "20241128"))
 
@@ -21,7 +21,16 @@ SEED = int(os.environ.get("AVICORE_TEST_SEED", "20241128"))
 def pytest_report_header(config: pytest.Config) -> list[str]:
     status = backends.available()
     summary = ", ".join(f"{k}={'yes' if v.available else 'no'}" for k, v in status.items())
-    return [f"avicore test seed: AVICORE_TEST_SEED={SEED}", f"avicore backends: {summary}",
+    try:
+        from avicore._cy import _build_info
+
+        build = f"OpenMP {'on' if _build_info.OPENMP else 'off'}"
+    except ImportError:
+        build = "not built"
+    import avicore
+
+    return [f"avicore from {avicore.__file__} (compiled kernels: {build})",
+            f"avicore test seed: AVICORE_TEST_SEED={SEED}", f"avicore backends: {summary}",
             f"NUMBA_ENABLE_CUDASIM={os.environ.get('NUMBA_ENABLE_CUDASIM')}"]
 
 
