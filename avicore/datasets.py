@@ -1,0 +1,188 @@
+"""Small image data sets for the deep-generative experiments: scikit-learn's digits and IDX files (MNIST format).
+
+Nothing is downloaded: :func:`load_digits` reads the 8×8 digits that scikit-learn ships, and :func:`load_idx`
+reads MNIST/FashionMNIST IDX files (optionally gzip-compressed) that the user already has.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _validate
+
+# IDX type codes (third byte of the magic number) -> big-endian numpy dtype.
+_IDX_DTYPES = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """Images flattened to rows, scaled to [0, 1].
+
+    Attributes
+    ----------
+    x : ndarray of shape (n_images, height * width)
+        Pixel intensities in [0, 1], float64.
+    labels : ndarray of shape (n_images,) or None
+        Integer class labels when known.
+    image_shape : tuple of int
+        (height, width) of one image.
+    """
+
+    x: np.ndarray
+    labels: np.ndarray | None
+    image_shape: tuple[int, int]
+
+
+def load_digits() -> ImageData:
+    """The 1,797 8×8 handwritten digits shipped with scikit-learn, scaled to [0, 1].
+
+    Returns
+    -------
+    ImageData
+        ``x`` of shape (1797, 64), ``labels`` 0–9, ``image_shape`` (8, 8).
+
+    Raises
+    ------
+    ImportError
+        If scikit-learn (which ships the data file) is not installed.
+
+    Examples
+    --------
+    >>> from avicore.datasets import load_digits
+    >>> data = load_digits()
+    >>> data.x.shape, float(data.x.min()), float(data.x.max())
+    ((1797, 64), 0.0, 1.0)
+    """
+    try:
+        from sklearn.datasets import load_digits as _sk_load_digits
+    except ImportError as exc:
+        raise ImportError("load_digits needs scikit-learn, which ships the digits data: "
+                          "pip install scikit-learn (it comes with avicore[test]).") from exc
+    bunch = _sk_load_digits()
+    x = np.ascontiguousarray(bunch.data, dtype=np.float64) / 16.0  # pixel counts are 0..16
+    return ImageData(x=x, labels=bunch.target.astype(np.int64), image_shape=(8, 8))
+
+
+def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read one IDX file (MNIST's format), gzip-compressed or not, into an array of its stored dtype and shape.
+
+    Parameters
+    ----------
+    path : str or path-like
+        File to read; a ``.gz`` suffix or gzip magic bytes select decompression.
+
+    Raises
+    ------
+    ValueError
+        If the file is not a valid IDX file (bad magic number, unknown type code, size mismatch).
+    """
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise ValueError(f"path must be an IDX file (magic number 0x0000TTNN); got a file starting with {raw[:4]!r}.")
+    type_code, ndim = raw[2], raw[3]
+    if type_code not in _IDX_DTYPES:
+        raise ValueError(f"path must be an IDX file with a known type code {sorted(_IDX_DTYPES)}; "
+                         f"got {type_code:#04x}.")
+    if ndim < 1:
+        raise ValueError(f"path must be an IDX file with at least one dimension; got {ndim}.")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"path must be an IDX file; the header is truncated ({len(raw)} bytes).")
+    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    dtype = _IDX_DTYPES[type_code]
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise ValueError(f"path must hold {expected} data bytes for shape {shape} and dtype {dtype}; "
+                         f"got {len(raw) - header}.")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def load_idx(path: str | os.PathLike[str], labels_path: str | os.PathLike[str] | None = None, *,
+             n_images: int | None = None) -> ImageData:
+    """Load MNIST/FashionMNIST-style IDX images (and optional labels), flattened and scaled to [0, 1].
+
+    Parameters
+    ----------
+    path : str or path-like
+        IDX file of images, shape (n_images, height, width), e.g. ``train-images-idx3-ubyte.gz``.
+    labels_path : str or path-like, optional
+        IDX file of labels, shape (n_images,).
+    n_images : int, optional
+        Keep only the first ``n_images`` images (the paper used 10,000).
+
+    Returns
+    -------
+    ImageData
+        ``x`` of shape (n_images, height * width). Integer pixel types are divided by their maximum (255 for
+        uint8); float pixel files must already lie in [0, 1].
+
+    Raises
+    ------
+    ValueError
+        On malformed files, images that are not 3-D, labels of another length, or out-of-range float pixels.
+
+    Examples
+    --------
+    >>> import tempfile, os, numpy as np
+    >>> from avicore.datasets import load_idx, write_idx
+    >>> path = os.path.join(tempfile.mkdtemp(), "images-idx3-ubyte")
+    >>> write_idx(path, np.full((2, 3, 3), 255, dtype=np.uint8))
+    >>> load_idx(path).x.shape
+    (2, 9)
+    """
+    images = read_idx(path)
+    if images.ndim != 3:
+        raise ValueError(f"path must hold images of shape (n_images, height, width); got shape {images.shape}.")
+    if n_images is not None:
+        n_images = _validate.check_int(n_images, "n_images", minimum=1, maximum=images.shape[0])
+        images = images[:n_images]
+    if np.issubdtype(images.dtype, np.integer):
+        x = images.astype(np.float64) / float(np.iinfo(images.dtype).max)
+        x = np.clip(x, 0.0, 1.0)
+    else:
+        x = images.astype(np.float64)
+        if not np.all(np.isfinite(x)) or x.min() < 0.0 or x.max() > 1.0:
+            raise ValueError(f"path holds float pixels, which must lie in [0, 1]; got range [{x.min()}, {x.max()}].")
+    labels = None
+    if labels_path is not None:
+        labels = read_idx(labels_path).astype(np.int64)
+        if labels.ndim != 1:
+            raise ValueError(f"labels_path must hold a 1-D array of labels; got shape {labels.shape}.")
+        if n_images is not None:
+            labels = labels[:n_images]
+        if labels.shape[0] != images.shape[0]:
+            raise ValueError(f"labels_path must hold one label per image ({images.shape[0]}); got {labels.shape[0]}.")
+    height, width = images.shape[1:]
+    return ImageData(x=np.ascontiguousarray(x.reshape(images.shape[0], height * width)), labels=labels,
+                     image_shape=(int(height), int(width)))
+
+
+def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    """Write ``array`` as an IDX file (gzip-compressed when ``path`` ends in ``.gz``); the inverse of read_idx."""
+    arr = np.asarray(array)
+    codes = {dt.newbyteorder("=").str: code for code, dt in _IDX_DTYPES.items()}
+    key = arr.dtype.newbyteorder("=").str
+    if key not in codes:
+        raise ValueError("array must have an IDX dtype (uint8, int8, int16, int32, float32, float64); "
+                         f"got {arr.dtype}.")
+    code = codes[key]
+    header = bytes([0, 0, code, arr.ndim]) + np.asarray(arr.shape, dtype=">u4").tobytes()
+    payload = header + np.ascontiguousarray(arr, dtype=_IDX_DTYPES[code]).tobytes()
+    if str(path).endswith(".gz"):
+        payload = gzip.compress(payload)
+    with open(path, "wb") as fh:
+        fh.write(payload)
