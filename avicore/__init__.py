@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 # Submodules reachable as attributes (``avicore.hmm``) without importing them up front.
 _SUBMODULES = frozenset({
     "backends", "hmm", "kernels", "models", "encoders", "optim", "inference", "diagnostics", "chain",
-    "quadrature", "datasets", "experiments", "gp",
+    "quadrature", "datasets", "gp", "emissions", "gradcheck",
 })
 # Public names re-exported from submodules, loaded lazily: name -> module.
 _LAZY_NAMES: dict[str, str] = {
@@ -25,7 +25,8 @@ _LAZY_NAMES: dict[str, str] = {
     "AVI": "inference",
     "VIResult": "inference",
     "amortization_gap": "diagnostics",
-    "check_gradients": "diagnostics",
+    "elbo_estimate": "diagnostics",
+    "check_gradients": "gradcheck",
 }
 
 __all__ = ["__version__", "get_num_threads", "set_num_threads", "show_config", *sorted(_LAZY_NAMES)]

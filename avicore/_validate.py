@@ -32,6 +32,16 @@ def check_float_dtype(dtype: object, name: str = "dtype") -> np.dtype:
     return dt
 
 
+def _all_finite_fast(arr: np.ndarray, allow_neg_inf: bool) -> bool:
+    """True if ``arr`` has no NaN/+inf (and no -inf unless allowed), by one or two reductions (NaN propagates
+    through max); a False sends the caller to the exact element-wise check that locates the culprit."""
+    if arr.size == 0:
+        return True
+    if not arr.max() < np.inf:
+        return False
+    return allow_neg_inf or bool(arr.min() > -np.inf)
+
+
 def as_float_array(x: object, name: str, *, ndim: int | None = None, shape: Sequence[int | None] | None = None,
                    dtype: object = np.float64, finite: bool = True, allow_neg_inf: bool = False) -> np.ndarray:
     """Convert ``x`` to a C-contiguous float array and check its dimensions and values.
@@ -87,7 +97,7 @@ def as_float_array(x: object, name: str, *, ndim: int | None = None, shape: Sequ
                 expected = tuple("any" if s is None else s for s in shape)
                 raise ValueError(f"{name} must have shape {expected}; got {raw.shape} (axis {axis}).")
     arr = np.ascontiguousarray(raw, dtype=dt)
-    if finite:
+    if finite and not _all_finite_fast(arr, allow_neg_inf):
         if allow_neg_inf:
             bad = np.isnan(arr) | (arr == np.inf)
             what = "NaN or +inf"
@@ -139,7 +149,7 @@ def check_log_prob_vector(v: object, name: str, *, size: int | None = None, atol
     if arr.size == 0:
         raise ValueError(f"{name} must hold at least one entry; got shape {arr.shape}.")
     if (arr > 1e-12).any():
-        raise ValueError(f"{name} must be log-probabilities (<= 0); got max {arr.max()!r}.")
+        raise ValueError(f"{name} must be log-probabilities (<= 0); got max {float(arr.max())!r}.")
     total = float(np.exp(arr.astype(np.float64)).sum())
     if abs(total - 1.0) > atol:
         raise ValueError(f"exp({name}) must sum to 1 within {atol:g}; got sum {total!r}.")
@@ -155,13 +165,13 @@ def check_log_stochastic_matrix(m: object, name: str, *, size: int | None = None
     if arr.size == 0:
         raise ValueError(f"{name} must hold at least one state; got shape {arr.shape}.")
     if (arr > 1e-12).any():
-        raise ValueError(f"{name} must be log-probabilities (<= 0); got max {arr.max()!r}.")
+        raise ValueError(f"{name} must be log-probabilities (<= 0); got max {float(arr.max())!r}.")
     sums = np.exp(arr.astype(np.float64)).sum(axis=1)
     bad = np.abs(sums - 1.0) > atol
     if bad.any():
         i = int(np.argmax(bad))
         raise ValueError(f"each row of exp({name}) must sum to 1 within {atol:g}; got row {i} summing to "
-                         f"{sums[i]!r}.")
+                         f"{float(sums[i])!r}.")
     return arr
 
 
@@ -216,3 +226,46 @@ def check_seed_int(seed: object, name: str = "seed") -> int:
             raise ValueError(f"{name} must be a non-negative integer or a numpy.random.Generator; got {seed}.")
         return int(seed) & ((1 << 63) - 1)
     return int(check_random_state(seed, name).integers(0, 2**63 - 1))
+
+
+def check_spd_matrix(m: object, name: str, *, size: int | None = None, rtol: float = 1e-10) -> np.ndarray:
+    """A symmetric positive-definite float64 matrix (a scalar is read as 1x1); returned exactly symmetrised.
+
+    Symmetry is checked to ``rtol`` relative to the largest entry; positive-definiteness by a Cholesky
+    factorisation.
+    """
+    arr = as_float_array(m, name)
+    if np.ndim(m) == 0:
+        arr = arr.reshape(1, 1)
+    if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
+        raise ValueError(f"{name} must be a square matrix; got shape {arr.shape}.")
+    if size is not None and arr.shape[0] != size:
+        raise ValueError(f"{name} must have shape ({size}, {size}); got {arr.shape}.")
+    if arr.size == 0:
+        raise ValueError(f"{name} must hold at least one entry; got shape {arr.shape}.")
+    asym = float(np.max(np.abs(arr - arr.T)))
+    if asym > rtol * float(np.max(np.abs(arr))):
+        raise ValueError(f"{name} must be symmetric; got max |{name} - {name}.T| = {asym:.3g}.")
+    sym = np.ascontiguousarray(0.5 * (arr + arr.T))
+    try:
+        np.linalg.cholesky(sym)
+    except np.linalg.LinAlgError:
+        smallest = float(np.linalg.eigvalsh(sym)[0])
+        raise ValueError(f"{name} must be positive-definite; got smallest eigenvalue {smallest:.3g}.") from None
+    return sym
+
+
+def check_log_prob_rows(m: object, name: str, *, n_rows: int | None = None, atol: float = 1e-8) -> np.ndarray:
+    """A 2-D array of log-probabilities (finite or ``-inf``), ``exp`` of each row summing to 1 within ``atol``."""
+    arr = as_float_array(m, name, shape=(n_rows, None), allow_neg_inf=True)
+    if arr.size == 0:
+        raise ValueError(f"{name} must hold at least one entry; got shape {arr.shape}.")
+    if (arr > 1e-12).any():
+        raise ValueError(f"{name} must be log-probabilities (<= 0); got max {float(arr.max())!r}.")
+    sums = np.exp(arr).sum(axis=1)
+    bad = np.abs(sums - 1.0) > atol
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"each row of exp({name}) must sum to 1 within {atol:g}; got row {i} summing to "
+                         f"{float(sums[i])!r}.")
+    return arr

@@ -7,8 +7,13 @@ is imported, unless the environment already says otherwise (set ``NUMBA_ENABLE_C
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+if "numba.core.config" in sys.modules:
+    # pytest imported Numba before this file (resolving the NumbaPerformanceWarning filter in pyproject.toml), so
+    # Numba read its configuration before NUMBA_ENABLE_CUDASIM was set: read it again before numba.cuda loads.
+    sys.modules["numba.core.config"].reload_config()
 
 import numpy as np
 import pytest

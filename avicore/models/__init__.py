@@ -3,5 +3,11 @@
 from __future__ import annotations
 
 from .base import LatentVariableModel, LocalTerms, SimulatedData
+from .custom import CustomHierarchical
+from .hierarchical import FVIOptimum, HierarchicalModel, LinearHierarchical, LogJoint, NonlinearHierarchical
+from .saw import SawTimeSeries
+from .state_space import GaussianRandomWalk, LinearGaussianSSM, MeanFieldOptimum
 
-__all__ = ["LatentVariableModel", "LocalTerms", "SimulatedData"]
+__all__ = ["CustomHierarchical", "FVIOptimum", "GaussianRandomWalk", "HierarchicalModel", "LatentVariableModel",
+           "LinearGaussianSSM", "LinearHierarchical", "LocalTerms", "LogJoint", "MeanFieldOptimum",
+           "NonlinearHierarchical", "SawTimeSeries", "SimulatedData"]

@@ -23,6 +23,7 @@ the backend: the same (seed, step) gives the same gradient on every backend.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -87,6 +88,11 @@ class LatentVariableModel(ABC):
     global_names: tuple[str, ...] = ()
     #: Backends ``local_terms`` implements for this model.
     supported_backends: tuple[str, ...] = ("numpy", "cython", "numba", "cuda")
+    #: True when the terms log p(zₙ, xₙ | θ) of different rows are independent given θ, so that the engines may
+    #: pass any subset of rows to ``local_terms`` (minibatches, memory chunks). Models whose terms couple
+    #: neighbouring rows (time series) set it to False: they always receive every row, in order, with
+    #: ``index = arange(n_obs)``, and ``batch_size`` is refused.
+    supports_minibatch: bool = True
 
     def validate_data(self, x: object, name: str = "x") -> np.ndarray:
         """Check observations and return them as a C-contiguous float64 array of shape (n_obs, obs_dim).
@@ -135,5 +141,22 @@ class LatentVariableModel(ABC):
         """
 
     def init_global(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Initial (mean, log sd) of q(θ); default zeros and log sd 0."""
-        return np.zeros(self.global_dim), np.zeros(self.global_dim)
+        """Initial (mean, log sd) of q(θ); default mean 0 and sd 0.1 (Pyro/NumPyro AutoNormal's ``init_scale``).
+
+        A small initial sd matters with many observations: q(θ)'s optimal sd shrinks like 1/√N, and starting at
+        sd 1 makes the first gradients in log σ_θ of order N, which Adam's second-moment estimate remembers for
+        thousands of steps (slowing the approach to the optimum).
+        """
+        return np.zeros(self.global_dim), np.full(self.global_dim, math.log(0.1))
+
+    def init_local(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Initial (mean, log sd) of every q(zₙ) for F-VI, each of shape (n_obs, latent_dim); default zeros."""
+        n = x.shape[0]
+        return np.zeros((n, self.latent_dim)), np.zeros((n, self.latent_dim))
+
+    def encoder_inputs(self, x: np.ndarray) -> np.ndarray:
+        """The per-row inputs (n_obs, n_features) an A-VI encoder sees before windowing; default ``x`` itself.
+
+        Models with per-row covariates (e.g. the input locations of a Gaussian process) may append them here.
+        """
+        return x

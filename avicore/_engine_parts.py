@@ -1,0 +1,128 @@
+"""Private pieces of the VI engines' loop: minibatch order, global noise blocks, progress line, argument helpers."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ._validate import as_float_array, check_scalar
+
+
+class Batches:
+    """Row batches: None (all rows) without minibatching, else epochs of sorted minibatches from a permutation."""
+
+    def __init__(self, n_obs: int, batch_size: int | None, rng: np.random.Generator) -> None:
+        self.n_obs, self.rng = n_obs, rng
+        self.size = None if batch_size is None or batch_size >= n_obs else batch_size
+        self._queue: list[np.ndarray] = []
+
+    def next(self) -> np.ndarray | None:
+        if self.size is None:
+            return None
+        if not self._queue:
+            perm = self.rng.permutation(self.n_obs).astype(np.int64)
+            self._queue = [np.sort(perm[i:i + self.size]) for i in range(0, self.n_obs, self.size)][::-1]
+        return self._queue.pop()
+
+
+class GlobalNoise:
+    """η[s, j] of each iteration (the counter generator's global stream), drawn for blocks of iterations at once.
+
+    Equal to ``kernels._counter_normal.global_normals(seed, step, n_samples, global_dim)`` for every step; the
+    blocks only amortise NumPy's per-call overhead when S · global_dim is small.
+    """
+
+    def __init__(self, seed: int, n_samples: int, global_dim: int) -> None:
+        self.seed, self.n_samples, self.dim = seed, n_samples, global_dim
+        self.block = max(1, min(256, (1 << 14) // max(1, n_samples * global_dim)))
+        self.first = 0
+        self.values = np.empty((0, n_samples, global_dim))
+
+    def __call__(self, step: int) -> np.ndarray:
+        if not self.first <= step < self.first + self.values.shape[0]:
+            from .kernels._counter_normal import STREAM_GLOBAL, first_hashes, row_keys, stream_key, ziggurat_numpy
+
+            zero = np.zeros(1, dtype=np.int64)
+            rows = np.concatenate([row_keys(stream_key(self.seed, t, STREAM_GLOBAL), zero)
+                                   for t in range(step, step + self.block)])
+            draws = ziggurat_numpy(first_hashes(rows, self.n_samples * self.dim))
+            self.values = draws.reshape(self.block, self.n_samples, self.dim)
+            self.first = step
+        return self.values[step - self.first]
+
+
+class Progress:
+    """A hand-written progress line on stderr: bar, iteration, running ELBO, speed (rate-limited redraws)."""
+
+    def __init__(self, label: str, n_iter: int, enabled: bool, interval: float = 0.2) -> None:
+        self.label, self.n_iter, self.enabled, self.interval = label, n_iter, enabled, interval
+        self.t0 = time.perf_counter()
+        self.last = -math.inf
+
+    def update(self, done: int, running: float, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if not force and now - self.last < self.interval:
+            return
+        self.last = now
+        width = 24
+        filled = int(width * done / self.n_iter)
+        rate = done / max(now - self.t0, 1e-9)
+        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{self.n_iter} "
+                         f"ELBO {running:.6g}  {rate:.0f} it/s ")
+        sys.stderr.flush()
+
+    def close(self, done: int, running: float, status: str) -> None:
+        if self.enabled:
+            self.update(done, running, force=True)
+            sys.stderr.write(f"{status}\n")
+            sys.stderr.flush()
+
+
+def lr_schedule(lr: object) -> Callable[[int], float]:
+    """A constant ``lr`` or a schedule ``lr(iteration)`` → a checked schedule."""
+    if callable(lr):
+        def checked(t: int) -> float:
+            value = lr(t)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not (
+                    math.isfinite(value) and value > 0):
+                raise ValueError(f"lr(iteration) must return a positive finite float; got {value!r} at iteration "
+                                 f"{t}.")
+            return float(value)
+
+        checked(0)
+        return checked
+    value = check_scalar(lr, "lr", positive=True)
+    return lambda t: value
+
+
+def fixed_global(fix_global: Any, d_theta: int, point: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, log sd) from a result-like object with ``global_mean``/``global_sd`` or a (mean, sd) pair.
+
+    For a point-mass q(θ) only the mean is used (the sd may be 0 or None).
+    """
+    if hasattr(fix_global, "global_mean") and hasattr(fix_global, "global_sd"):
+        mean, sd = fix_global.global_mean, fix_global.global_sd
+    elif isinstance(fix_global, (tuple, list)) and len(fix_global) == 2:
+        mean, sd = fix_global
+    else:
+        raise TypeError(f"fix_global must be None, a VIResult or a (mean, sd) pair; got "
+                        f"{type(fix_global).__name__}.")
+    mean = as_float_array(mean, "fix_global mean").reshape(-1)
+    if point:
+        if mean.shape != (d_theta,):
+            raise ValueError(f"fix_global must hold a mean of {d_theta} value(s); got shape {mean.shape}.")
+        return mean, np.full(d_theta, -np.inf)
+    sd = as_float_array(sd, "fix_global sd").reshape(-1)
+    if mean.shape != (d_theta,) or sd.shape != (d_theta,):
+        raise ValueError(f"fix_global must hold a mean and an sd of {d_theta} value(s) each; got shapes "
+                         f"{mean.shape} and {sd.shape}.")
+    if (sd <= 0).any():
+        raise ValueError(f"fix_global sd must be > 0; got min {float(sd.min())!r}.")
+    return mean, np.log(sd)

@@ -1,0 +1,34 @@
+"""Gaussian-process building blocks: covariance functions, likelihoods and exact Gaussian-likelihood references.
+
+- :mod:`avicore.gp.kernels`: ``RBF``, ``Matern12``, ``Matern32``, ``Matern52``, ``Periodic``, sums and products,
+  with log-scale hyperparameters and Gram-matrix gradients.
+- :mod:`avicore.gp.likelihoods`: ``Gaussian``, ``Poisson``, ``Bernoulli``, ``StudentT``.
+- :mod:`avicore.gp.exact`: posterior, log marginal likelihood and the mean-field optimum for a Gaussian
+  likelihood; a Cholesky factorisation with jitter escalation.
+
+Expected log-likelihoods under Gaussian factors are in :func:`avicore.quadrature.expected_log_lik`.
+"""
+
+from __future__ import annotations
+
+from .exact import (
+    CholeskyError,
+    JitterWarning,
+    MeanFieldOptimum,
+    Posterior,
+    gaussian_elbo,
+    jittered_cholesky,
+    log_marginal_likelihood,
+    log_marginal_likelihood_grad,
+    mean_field_optimum,
+    posterior,
+)
+from .kernels import RBF, Kernel, Matern12, Matern32, Matern52, Periodic, Product, Sum
+from .likelihoods import Bernoulli, Gaussian, Likelihood, Poisson, StudentT
+
+__all__ = [
+    "RBF", "Bernoulli", "CholeskyError", "Gaussian", "JitterWarning", "Kernel", "Likelihood", "Matern12",
+    "Matern32", "Matern52", "MeanFieldOptimum", "Periodic", "Poisson", "Posterior", "Product", "StudentT", "Sum",
+    "gaussian_elbo", "jittered_cholesky", "log_marginal_likelihood", "log_marginal_likelihood_grad",
+    "mean_field_optimum", "posterior",
+]

@@ -1,0 +1,723 @@
+"""The F-VI and A-VI engines and their result, :class:`VIResult`.
+
+Both fit a Gaussian mean-field approximation to p(θ, z₁…z_N | x) for a
+:class:`~avicore.models.base.LatentVariableModel`:
+
+    q(θ) = N(μ, diag σ²),     q(zₙ) = N(mₙ, diag sₙ²),
+
+F-VI with free (mₙ, log sₙ) per observation, A-VI with (mₙ, log sₙ) = f_φ(uₙ) computed by an encoder from the
+inputs uₙ (xₙ, or a window of neighbours). Each iteration draws η_s (the global stream of the counter-based
+generator, keyed by (seed, iteration)), sets θ_s = μ + σ ⊙ η_s, runs the model's fused pass
+``local_terms`` over the batch (which draws the local noise ε[n, s] from the same generator, keyed by each row's
+index in the data set) and takes one Adam step on the reparameterisation gradient of
+
+    ELBO ≈ (1/S) Σ_s [log p(θ_s) + (N/B) Σ_{n∈batch} log p(zₙ⁽ˢ⁾, xₙ | θ_s)] + (N/B) Σ_{n∈batch} H[q(zₙ)] + H[q(θ)]
+
+with the entropies H analytic (H[N(m, s²)] = log s + ½ log 2πe per coordinate). Everything is reproducible from
+(seed, iteration): the noise depends on neither the batch, the thread count nor the backend.
+
+Minibatches (``batch_size=B``): each epoch visits every observation once, in a random order drawn from the seed
+(rows within a batch sorted). The likelihood and local entropy terms are scaled by N/B (N/|batch| for the last,
+smaller batch), so the estimate and the gradients in θ and φ are unbiased. F-VI's per-observation parameters
+move only when their row is in the batch, by lazy Adam (each row keeps its own step count), with the gradient of
+the full ELBO in that row's parameters.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import backends
+from ._engine_parts import Batches, GlobalNoise, Progress, fixed_global, lr_schedule
+from ._validate import as_float_array, check_choice, check_int, check_scalar, check_seed_int
+from .encoders import BoundEncoder, Encoder, check_window, window_inputs
+from .models.base import LatentVariableModel
+from .optim import Adam, ConvergenceMonitor, DivergenceWarning, all_finite
+
+METHODS = ("F-VI", "A-VI")
+#: Families of q(θ): a diagonal Gaussian, or a point mass (θ̂ fitted by maximising the ELBO, no entropy term).
+GLOBAL_FAMILIES = ("gaussian", "point")
+_HALF_LOG_2PI_E = 0.5 * (1.0 + math.log(2.0 * math.pi))
+# A-VI runs the encoder and the model over at most this many rows at a time (bounds the encoder's activations).
+_AVI_CHUNK_ROWS = 1 << 16
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False, repr=False)
+class VIResult:
+    """A fitted Gaussian mean-field approximation (F-VI or A-VI).
+
+    Attributes
+    ----------
+    elbo : float
+        The full ELBO (every constant included) re-estimated after the fit with ``elbo_samples`` Monte-Carlo
+        samples (:func:`avicore.diagnostics.elbo_estimate`, seed = the fit's seed).
+    elbo_se : float
+        Its Monte-Carlo standard error.
+    trace : ndarray of shape (n_iter,)
+        The per-iteration ELBO estimates the optimiser saw (with n_samples samples, and minibatch scaling).
+    trace_seconds : ndarray of shape (n_iter,)
+        Wall time since the start of the optimisation when each trace entry was computed.
+    local_mean, local_sd, local_log_sd : ndarray of shape (n_obs, latent_dim)
+        Parameters of each q(zₙ).
+    global_mean, global_sd, global_log_sd : ndarray of shape (global_dim,)
+        Parameters of q(θ).
+    n_iter : int
+        Iterations run (fewer than asked when the fit converged, diverged or a callback stopped it).
+    converged : bool
+        With ``tol``: the running-mean criterion was met. Without: the fit ran to its end without diverging.
+    stop_reason : {"n_iter", "tol", "callback", "diverged"}
+        Why the optimisation stopped.
+    seconds : float
+        Wall time of the optimisation (the final ELBO estimate excluded).
+    method : {"F-VI", "A-VI"}
+        Which engine produced the result.
+    encoder_params : ndarray or None
+        The encoder's flat parameter vector φ (A-VI), else None.
+    encoder : Encoder or None
+        The encoder specification (A-VI).
+    window : tuple of int
+        The encoder's input window (A-VI; ``(0,)`` for F-VI).
+    n_samples, elbo_samples, seed : int
+        Monte-Carlo samples per iteration, for the final estimate, and the (integer) seed.
+    backend : str
+        The resolved backend of the model's kernels.
+    log_evidence : float or None
+        The exact log p(x) when the model provides one (``model.log_evidence``), else None.
+    model : LatentVariableModel
+        The fitted model.
+    x : ndarray of shape (n_obs, obs_dim)
+        The (validated) data.
+    """
+
+    elbo: float
+    elbo_se: float
+    trace: np.ndarray
+    trace_seconds: np.ndarray
+    local_mean: np.ndarray
+    local_sd: np.ndarray
+    local_log_sd: np.ndarray
+    global_mean: np.ndarray
+    global_sd: np.ndarray
+    global_log_sd: np.ndarray
+    n_iter: int
+    converged: bool
+    stop_reason: str
+    seconds: float
+    method: str
+    encoder_params: np.ndarray | None
+    encoder: Encoder | None
+    window: tuple[int, ...]
+    n_samples: int
+    elbo_samples: int
+    seed: int
+    backend: str
+    log_evidence: float | None
+    model: LatentVariableModel = field(repr=False)
+    x: np.ndarray = field(repr=False)
+    _bound: BoundEncoder | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        enc = f", encoder={self.encoder!r}, window={self.window}" if self.method == "A-VI" else ""
+        return (f"VIResult(method={self.method!r}{enc}, elbo={self.elbo:.6g} ± {self.elbo_se:.2g}, "
+                f"n_iter={self.n_iter}, converged={self.converged}, seconds={self.seconds:.3g})")
+
+    @property
+    def kl(self) -> float | None:
+        """KL(q ‖ p(θ, z | x)) = log p(x) − ELBO when the exact evidence is known, else None."""
+        return None if self.log_evidence is None else self.log_evidence - self.elbo
+
+    def encode(self, x_new: object) -> tuple[np.ndarray, np.ndarray]:
+        """Apply the fitted encoder to new observations, without refitting (A-VI only).
+
+        Parameters
+        ----------
+        x_new : array-like of shape (n_new, obs_dim)
+            New observations (one sequence when the window reaches neighbours).
+
+        Returns
+        -------
+        mean, sd : ndarray of shape (n_new, latent_dim)
+            The encoder's q(zₙ) for each new row.
+
+        Raises
+        ------
+        TypeError
+            For an F-VI result (it has no inference function: fit the new locals with ``FVI(...).fit(x_new, ...,
+            fix_global=result)`` instead).
+
+        Examples
+        --------
+        >>> import avicore
+        >>> from avicore.encoders import Polynomial
+        >>> from avicore.models import LinearHierarchical
+        >>> model = LinearHierarchical()
+        >>> res = avicore.AVI(model, Polynomial(1)).fit(model.simulate(200, seed=0).x, n_iter=300, lr=0.05, seed=0)
+        >>> mean, sd = res.encode([[0.0], [1.0]])
+        >>> mean.shape
+        (2, 1)
+        """
+        if self.method != "A-VI" or self._bound is None:
+            raise TypeError(f"encode needs an A-VI result; got method={self.method!r}. F-VI has no inference "
+                            f"function: fit new locals with FVI(model).fit(x_new, ..., fix_global=result).")
+        xa = self.model.validate_data(x_new, "x_new")
+        mean, log_scale = _encode_all(self._bound, self.encoder_params, self._design(xa))
+        return mean, np.exp(log_scale)
+
+    def _design(self, xa: np.ndarray) -> np.ndarray:
+        return self._bound.design(window_inputs(self.model.encoder_inputs(xa), self.window))
+
+
+@dataclass(frozen=True, eq=False)
+class FitState:
+    """What a ``callback`` sees after each iteration.
+
+    Attributes
+    ----------
+    iteration : int
+        Iterations done (1 after the first).
+    elbo : float
+        This iteration's ELBO estimate.
+    running_elbo : float
+        Running mean of the recent estimates (the convergence monitor's window).
+    global_mean, global_log_sd : ndarray of shape (global_dim,)
+        q(θ) after the update.
+    local_mean, local_log_sd : ndarray of shape (n_obs, latent_dim) or None
+        F-VI's locals after the update (read-only views, valid during the call); None for A-VI.
+    encoder_params : ndarray or None
+        A-VI's φ after the update (a copy); None for F-VI.
+    encode : callable or None
+        A-VI: ``encode(x_new) -> (mean, sd)`` with the current φ.
+    """
+
+    iteration: int
+    elbo: float
+    running_elbo: float
+    global_mean: np.ndarray
+    global_log_sd: np.ndarray
+    local_mean: np.ndarray | None = None
+    local_log_sd: np.ndarray | None = None
+    encoder_params: np.ndarray | None = None
+    encode: Callable[[object], tuple[np.ndarray, np.ndarray]] | None = None
+
+
+def _encode_all(bound: BoundEncoder, params: np.ndarray, design: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Encoder forward over all rows, in chunks (no cache kept)."""
+    n = design.shape[0]
+    if n <= _AVI_CHUNK_ROWS:
+        mean, log_scale, _ = bound.forward(params, design)
+        return mean, log_scale
+    mean = np.empty((n, bound.latent_dim))
+    log_scale = np.empty((n, bound.latent_dim))
+    for r0 in range(0, n, _AVI_CHUNK_ROWS):
+        r1 = min(n, r0 + _AVI_CHUNK_ROWS)
+        mean[r0:r1], log_scale[r0:r1], _ = bound.forward(params, design[r0:r1])
+    return mean, log_scale
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The shared engine
+# ---------------------------------------------------------------------------------------------------------------
+
+class _Diverged(Exception):
+    """Raised inside an iteration when its inputs to the model are already non-finite."""
+
+
+class _Engine:
+    """Validation, the optimisation loop and the result, shared by :class:`FVI` and :class:`AVI`."""
+
+    method: str
+
+    def __init__(self, model: LatentVariableModel, n_samples: int, backend: str, batch_size: int | None,
+                 elbo_samples: int, global_q: str) -> None:
+        if not isinstance(model, LatentVariableModel):
+            raise TypeError(f"model must be an avicore.models.LatentVariableModel; got {type(model).__name__}.")
+        self.model = model
+        self.n_samples = check_int(n_samples, "n_samples", minimum=1)
+        self.batch_size = None if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
+        if self.batch_size is not None and not model.supports_minibatch:
+            raise ValueError(f"batch_size must be None for {type(model).__name__} (its terms couple neighbouring "
+                             f"rows, so every iteration needs all of them); got {self.batch_size}.")
+        self.elbo_samples = check_int(elbo_samples, "elbo_samples", minimum=2)
+        self.global_q = check_choice(global_q, "global_q", GLOBAL_FAMILIES)
+        backends.resolve(backend, supported=model.supported_backends)  # unknown or unavailable: fail now
+        self.backend = backend
+
+    # -- hooks implemented by FVI / AVI -----------------------------------------------------------------------
+    def _setup(self, x: np.ndarray, seed: int, rng: np.random.Generator) -> None:
+        raise NotImplementedError
+
+    def _local_pass(self, rows, theta, seed, step, scale):
+        """→ (log_joint (S,), grad_global (S, dθ), Σ log sₙ over the batch, method gradients)."""
+        raise NotImplementedError
+
+    # -- the loop ----------------------------------------------------------------------------------------------
+    def _fit(self, x: object, n_iter: int, lr: float, seed: object, tol: float | None, progress: bool,
+             tol_window: int, fix_global: Any, callback: Callable[[FitState], Any] | None) -> VIResult:
+        configuration = set(vars(self))
+        try:
+            return self._run(x, n_iter, lr, seed, tol, progress, tol_window, fix_global, callback)
+        finally:  # drop the per-fit state (parameters, Adam moments, data): the engine holds only its settings
+            for name in set(vars(self)) - configuration:
+                delattr(self, name)
+
+    def _run(self, x: object, n_iter: int, lr: float, seed: object, tol: float | None, progress: bool,
+             tol_window: int, fix_global: Any, callback: Callable[[FitState], Any] | None) -> VIResult:
+        model = self.model
+        xa = model.validate_data(x)
+        n_iter = check_int(n_iter, "n_iter", minimum=1)
+        lr_at = lr_schedule(lr)
+        if tol is not None:
+            tol = check_scalar(tol, "tol", positive=True)
+        tol_window = check_int(tol_window, "tol_window", minimum=1)
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable or None; got {type(callback).__name__}.")
+        key = check_seed_int(seed)
+        n_obs, d, d_theta = xa.shape[0], model.latent_dim, model.global_dim
+        batch = n_obs if self.batch_size is None else min(self.batch_size, n_obs)
+        backend = backends.resolve(self.backend, size=batch * self.n_samples, supported=model.supported_backends)
+        self.x, self.key, self.backend_resolved, self.n_obs = xa, key, backend, n_obs
+        self.index = np.arange(n_obs, dtype=np.int64)
+        init_ss, batch_ss = np.random.SeedSequence(key).spawn(2)
+        # q(θ) parameters [μ, log σ] and whether they are held fixed.
+        point = self.global_q == "point"
+        if fix_global is None:
+            g_mean, g_log_sd = model.init_global(xa)
+        else:
+            g_mean, g_log_sd = fixed_global(fix_global, d_theta, point)
+        if point:  # a point mass: log σ = -inf, never updated (its gradient is set to 0)
+            g_log_sd = np.full(d_theta, -np.inf)
+        self.fixed_global = fix_global is not None
+        self.glob = np.ascontiguousarray(np.concatenate([np.asarray(g_mean, dtype=np.float64).reshape(d_theta),
+                                                         np.asarray(g_log_sd, dtype=np.float64).reshape(d_theta)]))
+        self.lr = lr_at(0)
+        self._setup(xa, key, np.random.default_rng(init_ss))
+        batches = Batches(n_obs, self.batch_size, np.random.default_rng(batch_ss))
+        monitor = ConvergenceMonitor(n_iter, tol, tol_window)
+        times = np.empty(n_iter)
+        bar = Progress(self.method, n_iter, bool(progress))
+        global_noise = GlobalNoise(key, self.n_samples, d_theta)
+        const_local = _HALF_LOG_2PI_E * n_obs * d
+        const_global = _HALF_LOG_2PI_E * d_theta
+        stop_reason = "n_iter"
+        t0 = time.perf_counter()
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            for t in range(n_iter):
+                rows = batches.next()
+                lr_t = lr_at(t)
+                scale = 1.0 if rows is None else n_obs / rows.size
+                mu, log_sd = self.glob[:d_theta], self.glob[d_theta:]
+                if point:
+                    theta = np.ascontiguousarray(np.broadcast_to(mu, (self.n_samples, d_theta)))
+                else:
+                    sd = np.exp(log_sd)
+                    eta = global_noise(t)
+                    theta = np.ascontiguousarray(mu + sd * eta)
+                try:
+                    if not all_finite(theta):
+                        raise _Diverged
+                    log_prior, grad_prior = model.log_prior_global(theta)
+                    log_joint, grad_global, sum_log_scale, grads = self._local_pass(rows, theta, key, t, scale)
+                except _Diverged:
+                    stop_reason = "diverged"
+                    if t > 0:
+                        self._revert()
+                    break
+                elbo = float(np.mean(log_prior + scale * log_joint)) + scale * sum_log_scale + const_local
+                g_theta = grad_prior + scale * grad_global
+                if point:
+                    g_glob = np.concatenate([g_theta.mean(axis=0), np.zeros(d_theta)])
+                else:
+                    elbo += float(np.sum(log_sd)) + const_global
+                    g_glob = np.concatenate([g_theta.mean(axis=0), (g_theta * eta).mean(axis=0) * sd + 1.0])
+                if self.fixed_global:
+                    g_glob[:] = 0.0
+                if not (math.isfinite(elbo) and all_finite(g_glob)):
+                    stop_reason = "diverged"
+                    if t > 0:
+                        self._revert()  # back to the state whose ELBO is the last trace entry
+                    break
+                times[t] = time.perf_counter() - t0
+                converged = monitor.record(elbo)
+                if not self._apply(g_glob, grads, rows, lr_t):
+                    # A non-finite gradient (found in the update pass): undo this update, keep this state.
+                    stop_reason = "diverged"
+                    self._revert()
+                    break
+                bar.update(t + 1, monitor.running_mean())
+                if converged:
+                    stop_reason = "tol"
+                    break
+                if callback is not None and callback(self._state(t + 1, elbo, monitor.running_mean())):
+                    stop_reason = "callback"
+                    break
+        seconds = time.perf_counter() - t0
+        done = monitor.count
+        bar.close(done, monitor.running_mean(), stop_reason)
+        if stop_reason == "diverged":
+            warnings.warn(f"{self.method} fit diverged at iteration {done}: the ELBO estimate or its gradient is "
+                          f"not finite (try a smaller lr); returning the last finite state, converged=False.",
+                          DivergenceWarning, stacklevel=3)
+        converged = stop_reason == "tol" if tol is not None else stop_reason != "diverged"
+        return self._result(monitor.trace, times[:done].copy(), done, converged, stop_reason, seconds)
+
+    def _result(self, trace, trace_seconds, done, converged, stop_reason, seconds) -> VIResult:
+        from .diagnostics import _summarise, sample_values
+
+        model, d_theta = self.model, self.model.global_dim
+        local_mean, local_log_sd = self._locals()
+        global_mean = self.glob[:d_theta].copy()
+        global_log_sd = self.glob[d_theta:].copy()
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            values, entropy = sample_values(model, self.x, local_mean, local_log_sd, global_mean, global_log_sd,
+                                            n_samples=self.elbo_samples, seed=self.key,
+                                            backend=self.backend_resolved)
+            est = _summarise(values, entropy)
+            local_sd, global_sd = np.exp(local_log_sd), np.exp(global_log_sd)
+        return VIResult(
+            elbo=est.elbo, elbo_se=est.se, trace=trace, trace_seconds=trace_seconds, local_mean=local_mean,
+            local_sd=local_sd, local_log_sd=local_log_sd, global_mean=global_mean, global_sd=global_sd,
+            global_log_sd=global_log_sd, n_iter=done, converged=converged, stop_reason=stop_reason,
+            seconds=seconds, method=self.method, encoder_params=self._encoder_params(),
+            encoder=getattr(self, "encoder", None), window=getattr(self, "window", (0,)), n_samples=self.n_samples,
+            elbo_samples=self.elbo_samples, seed=self.key, backend=self.backend_resolved,
+            log_evidence=_log_evidence(model, self.x), model=model, x=self.x, _bound=getattr(self, "bound", None))
+
+    # -- defaults of the hooks ---------------------------------------------------------------------------------
+    def _encoder_params(self) -> np.ndarray | None:
+        return None
+
+
+def _log_evidence(model: LatentVariableModel, x: np.ndarray) -> float | None:
+    fn = getattr(model, "log_evidence", None)
+    if fn is None:
+        return None
+    try:
+        return float(fn(x))
+    except (ValueError, NotImplementedError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# F-VI
+# ---------------------------------------------------------------------------------------------------------------
+
+class FVI(_Engine):
+    """Factorized VI: a free Gaussian factor q(zₙ) = N(mₙ, diag sₙ²) per observation and q(θ) = N(μ, diag σ²).
+
+    Parameters
+    ----------
+    model : LatentVariableModel
+        The model (e.g. :class:`~avicore.models.LinearHierarchical`).
+    n_samples : int
+        Monte-Carlo samples S per iteration (>= 1).
+    backend : {"auto", "numpy", "cython", "numba", "cuda"}
+        Backend of the model's fused kernels (must be in ``model.supported_backends``).
+    batch_size : int, optional
+        Minibatch size B; None (default) uses every observation each iteration.
+    elbo_samples : int
+        Monte-Carlo samples of the final ELBO estimate (>= 2).
+    global_q : {"gaussian", "point"}
+        Family of q(θ): N(μ, diag σ²) (default), or a point mass at θ̂ = μ (θ̂ is then fitted by maximising the
+        ELBO, as for hyperparameters or a non-Bayesian decoder; the reported ELBO has no H[q(θ)] term and bounds
+        log p(x, θ̂) rather than log p(x); ``global_sd`` is 0).
+
+    Notes
+    -----
+    Initialisation: q(zₙ) from ``model.init_local(x)`` (default mean 0, sd 1), q(θ) from ``model.init_global(x)``.
+    One iteration costs one fused pass over the batch (O(B·S) model evaluations, no B × S temporaries on the
+    compiled backends) plus an O(B·d) Adam update.
+
+    Examples
+    --------
+    >>> import avicore
+    >>> from avicore.models import LinearHierarchical
+    >>> model = LinearHierarchical()
+    >>> x = model.simulate(500, seed=0).x
+    >>> from avicore.optim import exponential_decay
+    >>> res = avicore.FVI(model, n_samples=10).fit(x, n_iter=2000, lr=exponential_decay(0.05, 1e-3, 2000), seed=0)
+    >>> bool(abs(res.elbo - model.fvi_optimum(x).elbo) < 4 * res.elbo_se + 0.5)
+    True
+    """
+
+    method = "F-VI"
+
+    def __init__(self, model: LatentVariableModel, *, n_samples: int = 10, backend: str = "auto",
+                 batch_size: int | None = None, elbo_samples: int = 1000, global_q: str = "gaussian") -> None:
+        super().__init__(model, n_samples, backend, batch_size, elbo_samples, global_q)
+
+    def __repr__(self) -> str:
+        return (f"FVI({self.model!r}, n_samples={self.n_samples}, backend={self.backend!r}, "
+                f"batch_size={self.batch_size})")
+
+    def fit(self, x: object, *, n_iter: int, lr: float | Callable[[int], float], seed: int | np.random.Generator | None,
+            tol: float | None = None, progress: bool = False, tol_window: int = 100, fix_global: Any = None,
+            callback: Callable[[FitState], Any] | None = None) -> VIResult:
+        """Fit q to the observations ``x`` by Adam on the reparameterisation gradient of the ELBO.
+
+        Parameters
+        ----------
+        x : array-like of shape (n_obs, obs_dim)
+            Observations (``(n_obs,)`` when obs_dim = 1).
+        n_iter : int
+            Maximum number of iterations (>= 1).
+        lr : float or callable
+            Adam's learning rate (> 0), or a schedule ``lr(iteration) -> float`` such as
+            :func:`avicore.optim.exponential_decay` (a constant rate leaves Monte-Carlo jitter of order lr in the
+            parameters; a decaying one lets them settle).
+        seed : int, numpy.random.Generator or None
+            Key of all the randomness (Monte-Carlo noise, minibatch order): the same seed gives the same result.
+        tol : float, optional
+            Stop when the running mean of the ELBO estimates over the last ``tol_window`` iterations changes
+            by at most ``tol`` (relative) from the previous window.
+        progress : bool
+            Draw a progress line with the running ELBO on stderr.
+        tol_window : int
+            Window of the running mean (>= 1).
+        fix_global : VIResult or (mean, sd), optional
+            Hold q(θ) fixed at these values and fit only the locals (e.g. held-out data with a fitted decoder;
+            with ``global_q="point"`` only the mean is used).
+        callback : callable, optional
+            Called after every iteration with a :class:`FitState`; returning True stops the fit.
+
+        Returns
+        -------
+        VIResult
+            The fitted approximation (method "F-VI").
+
+        Raises
+        ------
+        ValueError, TypeError
+            On invalid arguments or data (NaN, wrong shape).
+
+        Warns
+        -----
+        DivergenceWarning
+            When a non-finite ELBO or gradient stops the fit (the last finite state is returned).
+        """
+        return self._fit(x, n_iter, lr, seed, tol, progress, tol_window, fix_global, callback)
+
+    def _setup(self, x, seed, rng):
+        model, n_obs, d = self.model, x.shape[0], self.model.latent_dim
+        mean, log_sd = model.init_local(x)
+        self.mean = as_float_array(mean, "init_local mean", shape=(n_obs, d)).copy()
+        self.log_scale = as_float_array(log_sd, "init_local log sd", shape=(n_obs, d)).copy()
+        self.adam_global = Adam(self.glob.shape, lr=self.lr, maximize=True)
+        self.adam_mean = Adam(self.mean.shape, lr=self.lr, maximize=True)
+        self.adam_log_scale = Adam(self.mean.shape, lr=self.lr, maximize=True)
+        # Double buffers: a dense step writes the new parameters into the spare, so the previous state survives.
+        self.spare = (np.empty_like(self.glob), np.empty_like(self.mean), np.empty_like(self.log_scale))
+        self.undo: tuple | None = None
+
+    def _local_pass(self, rows, theta, seed, step, scale):
+        if rows is None:
+            xb, mb, lsb, idx = self.x, self.mean, self.log_scale, self.index
+        else:
+            xb, mb, lsb, idx = self.x[rows], self.mean[rows], self.log_scale[rows], rows
+        terms = self.model.local_terms(xb, mb, lsb, theta, seed=seed, step=step, index=idx,
+                                       backend=self.backend_resolved)
+        self.batch_state = (rows, mb, lsb)
+        return terms.log_joint, terms.grad_global, float(np.sum(lsb)), (terms.grad_mean, terms.grad_log_scale)
+
+    def _apply(self, g_glob, grads, rows, lr):
+        g_mean, g_log_scale = grads
+        self.adam_global.lr = self.adam_mean.lr = self.adam_log_scale.lr = lr
+        spare_glob, spare_mean, spare_ls = self.spare
+        new_glob = self.adam_global.step(self.glob, g_glob, out=spare_glob)
+        self.spare = (self.glob, spare_mean, spare_ls)
+        self.glob = new_glob
+        if rows is None:
+            new_mean = self.adam_mean.step(self.mean, g_mean, out=spare_mean)
+            new_ls = self.adam_log_scale.step(self.log_scale, g_log_scale, out=spare_ls, offset=1.0)
+            self.spare = (self.spare[0], self.mean, self.log_scale)
+            self.mean, self.log_scale = new_mean, new_ls
+            self.undo = None
+        else:
+            # ∂ELBO/∂log sₙ = grad_log_scale + 1 (entropy); the row's own gradient, unscaled.
+            self.adam_mean.step_rows(self.mean, g_mean, rows)
+            self.adam_log_scale.step_rows(self.log_scale, g_log_scale, rows, offset=1.0)
+            self.undo = self.batch_state
+        return self.adam_mean.finite and self.adam_log_scale.finite
+
+    def _revert(self):
+        spare_glob, spare_mean, spare_ls = self.spare
+        self.glob = spare_glob
+        if self.undo is None:
+            self.mean, self.log_scale = spare_mean, spare_ls
+        else:
+            rows, mb, lsb = self.undo
+            self.mean[rows] = mb
+            self.log_scale[rows] = lsb
+
+    def _locals(self):
+        return self.mean.copy(), self.log_scale.copy()
+
+    def _state(self, iteration, elbo, running):
+        d_theta = self.model.global_dim
+        mean, log_scale = self.mean.view(), self.log_scale.view()
+        mean.flags.writeable = False
+        log_scale.flags.writeable = False
+        return FitState(iteration=iteration, elbo=elbo, running_elbo=running, global_mean=self.glob[:d_theta].copy(),
+                        global_log_sd=self.glob[d_theta:].copy(), local_mean=mean, local_log_sd=log_scale)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A-VI
+# ---------------------------------------------------------------------------------------------------------------
+
+class AVI(_Engine):
+    """Amortized VI: q(zₙ) = N(f_φ(uₙ)) with an encoder f_φ shared by all observations, and q(θ) = N(μ, diag σ²).
+
+    Parameters
+    ----------
+    model : LatentVariableModel
+        The model.
+    encoder : Encoder
+        The inference function family: :class:`~avicore.encoders.Constant`,
+        :class:`~avicore.encoders.Polynomial` or :class:`~avicore.encoders.MLP`.
+    n_samples : int
+        Monte-Carlo samples S per iteration (>= 1).
+    backend : {"auto", "numpy", "cython", "numba", "cuda"}
+        Backend of the model's fused kernels.
+    window : sequence of int
+        Offsets k of the expanded input domain: the encoder sees uₙ = (x_{n+k} for k in window, edge masks)
+        (:func:`~avicore.encoders.window_inputs`); default ``(0,)``, xₙ alone.
+    batch_size : int, optional
+        Minibatch size; None uses every observation each iteration.
+    elbo_samples : int
+        Monte-Carlo samples of the final ELBO estimate (>= 2).
+    global_q : {"gaussian", "point"}
+        Family of q(θ) (see :class:`FVI`).
+
+    Notes
+    -----
+    The encoder's inputs are computed and standardised once per fit; each iteration runs the encoder forward on
+    the batch, the model's fused pass, and the encoder's backward pass on the per-row gradients
+    ((N/B)·grad_mean, (N/B)·(grad_log_scale + 1)), in chunks of at most 65,536 rows. φ and q(θ)'s parameters form
+    one flat vector updated by one Adam step. The encoder is initialised from the seed.
+
+    Examples
+    --------
+    >>> import avicore
+    >>> from avicore.encoders import Polynomial
+    >>> from avicore.models import LinearHierarchical
+    >>> model = LinearHierarchical()
+    >>> x = model.simulate(500, seed=0).x
+    >>> res = avicore.AVI(model, Polynomial(1), n_samples=10).fit(x, n_iter=1000, lr=0.05, seed=0)
+    >>> bool(abs(res.elbo - model.fvi_optimum(x).elbo) < 4 * res.elbo_se + 0.5)
+    True
+    """
+
+    method = "A-VI"
+
+    def __init__(self, model: LatentVariableModel, encoder: Encoder, *, n_samples: int = 10, backend: str = "auto",
+                 window: tuple[int, ...] = (0,), batch_size: int | None = None, elbo_samples: int = 1000,
+                 global_q: str = "gaussian") -> None:
+        super().__init__(model, n_samples, backend, batch_size, elbo_samples, global_q)
+        if not isinstance(encoder, Encoder):
+            raise TypeError(f"encoder must be an avicore.encoders.Encoder such as Constant(), Polynomial(1) or "
+                            f"MLP(16); got {type(encoder).__name__}.")
+        self.encoder = encoder
+        self.window = check_window(window)
+
+    def __repr__(self) -> str:
+        return (f"AVI({self.model!r}, {self.encoder!r}, n_samples={self.n_samples}, backend={self.backend!r}, "
+                f"window={self.window}, batch_size={self.batch_size})")
+
+    def fit(self, x: object, *, n_iter: int, lr: float | Callable[[int], float], seed: int | np.random.Generator | None,
+            tol: float | None = None, progress: bool = False, tol_window: int = 100, fix_global: Any = None,
+            callback: Callable[[FitState], Any] | None = None) -> VIResult:
+        """Fit the encoder and q(θ) to the observations ``x``; parameters as :meth:`FVI.fit`.
+
+        Returns
+        -------
+        VIResult
+            Method "A-VI", with ``encoder_params`` and :meth:`VIResult.encode` for new observations.
+        """
+        return self._fit(x, n_iter, lr, seed, tol, progress, tol_window, fix_global, callback)
+
+    def _setup(self, x, seed, rng):
+        u = window_inputs(self.model.encoder_inputs(x), self.window)
+        n_masks = sum(1 for k in self.window if k != 0)
+        self.bound = self.encoder.bind(u, self.model.latent_dim, n_masks=n_masks)
+        self.design = self.bound.design(u)
+        phi = self.bound.init_params(rng)
+        self.n_glob = self.glob.size
+        self.params = np.ascontiguousarray(np.concatenate([self.glob, phi]))
+        self.glob = self.params[:self.n_glob]
+        self.spare = np.empty_like(self.params)
+        self.adam = Adam(self.params.shape, lr=self.lr, maximize=True)
+        # Row-independent models are processed in memory-bounded chunks; coupled ones in one call.
+        self.chunk = _AVI_CHUNK_ROWS if self.model.supports_minibatch else max(1, x.shape[0])
+
+    def _local_pass(self, rows, theta, seed, step, scale):
+        phi = self.params[self.n_glob:]
+        idx_all = self.index if rows is None else rows
+        n_rows = idx_all.size
+        log_joint = np.zeros(theta.shape[0])
+        grad_global = np.zeros(theta.shape)
+        sum_log_scale = 0.0
+        g_phi = np.zeros(phi.size)
+        for r0 in range(0, n_rows, self.chunk):
+            r1 = min(n_rows, r0 + self.chunk)
+            if rows is None and r0 == 0 and r1 == n_rows:
+                idx, design, xb = idx_all, self.design, self.x
+            else:
+                idx = idx_all[r0:r1]
+                design, xb = self.design[idx], self.x[idx]
+            mean, log_scale, cache = self.bound.forward(phi, design, keep=True)
+            if not all_finite(mean, log_scale):
+                raise _Diverged
+            terms = self.model.local_terms(xb, mean, log_scale, theta, seed=seed, step=step, index=idx,
+                                           backend=self.backend_resolved)
+            log_joint += terms.log_joint
+            grad_global += terms.grad_global
+            sum_log_scale += float(np.sum(log_scale))
+            g_ls = terms.grad_log_scale + 1.0
+            g_m = terms.grad_mean
+            if scale != 1.0:
+                g_ls *= scale
+                g_m = g_m * scale
+            g_phi += self.bound.backward(phi, cache, g_m, g_ls)
+        return log_joint, grad_global, sum_log_scale, (g_phi,)
+
+    def _apply(self, g_glob, grads, rows, lr):
+        self.adam.lr = lr
+        grad = np.concatenate([g_glob, grads[0]])
+        new = self.adam.step(self.params, grad, out=self.spare)
+        self.spare, self.params = self.params, new
+        self.glob = self.params[:self.n_glob]
+        return self.adam.finite
+
+    def _revert(self):
+        self.params, self.spare = self.spare, self.params
+        self.glob = self.params[:self.n_glob]
+
+    def _locals(self):
+        return _encode_all(self.bound, self.params[self.n_glob:], self.design)
+
+    def _encoder_params(self):
+        return self.params[self.n_glob:].copy()
+
+    def _state(self, iteration, elbo, running):
+        d_theta = self.model.global_dim
+        phi = self.params[self.n_glob:].copy()
+        model, bound, window = self.model, self.bound, self.window
+
+        def encode(x_new: object) -> tuple[np.ndarray, np.ndarray]:
+            xa = model.validate_data(x_new, "x_new")
+            mean, log_scale = _encode_all(bound, phi, bound.design(window_inputs(model.encoder_inputs(xa), window)))
+            return mean, np.exp(log_scale)
+
+        return FitState(iteration=iteration, elbo=elbo, running_elbo=running, global_mean=self.glob[:d_theta].copy(),
+                        global_log_sd=self.glob[d_theta:].copy(), encoder_params=phi, encode=encode)

@@ -1,0 +1,96 @@
+"""CUDA Kalman filter + RTS smoother: one GPU thread per sequence (imported only when ``backend="cuda"`` runs).
+
+The per-sequence cores and their small-matrix helpers are the very Python functions that avicore/kernels/chain.py
+compiles for the CPU; here they are compiled as CUDA device functions, so the two targets run the same operations.
+Each thread of the general (d, p) kernel owns one column of a (workspace_size, n_sequences) scratch array, so that
+neighbouring threads touch neighbouring addresses (coalesced). One thread per sequence suits batches of many
+sequences; a single long sequence runs serially on one GPU thread (a parallel-scan formulation would be needed to
+spread it over the GPU).
+"""
+
+from __future__ import annotations
+
+import types
+import warnings
+
+import numpy as np
+from numba import cuda
+
+from .. import _config
+from . import chain as _k
+
+_HELPERS = ("_chol", "_solve_lower", "_solve_lower_t", "_matmul", "_sym_abt_plus", "_sym_two_abt", "_same", "_copy")
+
+
+def _device(fn: types.FunctionType, **bindings: object) -> object:
+    """Compile the plain function ``fn`` as a CUDA device function, with some of its global names rebound."""
+    scope = dict(fn.__globals__)
+    scope.update(bindings)
+    retargeted = types.FunctionType(fn.__code__, scope, fn.__name__, fn.__defaults__, fn.__closure__)
+    return cuda.jit(device=True)(retargeted)
+
+
+_device_helpers = {name: cuda.jit(device=True)(getattr(_k, name).py_func) for name in _HELPERS}
+_smoother_one_dev = _device(_k._smoother_one, **_device_helpers)
+_smoother_scalar_one_dev = cuda.jit(device=True)(_k._smoother_scalar_one)
+
+
+@cuda.jit
+def _smoother_scalar_kernel(x, offsets, a, q, c, r, m0, p0, means, covs, cross, log_evidence, status, work,
+                            reuse):
+    i = cuda.grid(1)
+    if i < offsets.shape[0] - 1:
+        t0 = offsets[i]
+        st, ll = _smoother_scalar_one_dev(x, t0, offsets[i + 1] - t0, a, q, c, r, m0, p0, means, covs, cross,
+                                          work[:, i], reuse)
+        status[i] = st
+        log_evidence[i] = ll
+
+
+@cuda.jit
+def _smoother_general_kernel(x, offsets, d, p, A, Q, C, R, m0, P0, means, covs, cross, log_evidence, status,
+                             work, reuse):
+    i = cuda.grid(1)
+    if i < offsets.shape[0] - 1:
+        t0 = offsets[i]
+        st, ll = _smoother_one_dev(x, t0, offsets[i + 1] - t0, d, p, A, Q, C, R, m0, P0, means, covs, cross,
+                                   work[:, i], reuse)
+        status[i] = st
+        log_evidence[i] = ll
+
+
+def smoother_cuda(x: np.ndarray, offsets: np.ndarray, A: np.ndarray, Q: np.ndarray, C: np.ndarray,
+                  R: np.ndarray, m0: np.ndarray, P0: np.ndarray, means: np.ndarray, covs: np.ndarray,
+                  cross: np.ndarray, log_evidence: np.ndarray, status: np.ndarray, *, reuse: bool = True) -> None:
+    """Fill the preallocated outputs on the GPU (validated, C-contiguous float64 input)."""
+    n, p = x.shape
+    d = A.shape[0]
+    n_seq = offsets.shape[0] - 1
+    threads = _config.CUDA_THREADS_PER_BLOCK
+    blocks = (n_seq + threads - 1) // threads
+    d_x = cuda.to_device(x.reshape(-1))
+    d_off = cuda.to_device(offsets)
+    d_means = cuda.device_array(n * d)
+    d_covs = cuda.device_array(n * d * d)
+    d_cross = cuda.device_array(n * d * d)
+    d_log_ev = cuda.device_array(n_seq)
+    d_status = cuda.to_device(status)
+    outputs = (d_means, d_covs, d_cross, d_log_ev, d_status)
+    # Overflow is reported through ``status``; under the CUDA simulator the arithmetic runs in NumPy scalars,
+    # whose overflow warnings would otherwise escape from the simulated threads.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if d == 1 and p == 1:
+            scalars = (float(A[0, 0]), float(Q[0, 0]), float(C[0, 0]), float(R[0, 0]), float(m0[0]),
+                       float(P0[0, 0]))
+            work = cuda.device_array((_k.SCALAR_WORKSPACE, n_seq))
+            _smoother_scalar_kernel[blocks, threads](d_x, d_off, *scalars, *outputs, work, reuse)
+        else:
+            params = [cuda.to_device(np.ascontiguousarray(m).reshape(-1)) for m in (A, Q, C, R, m0, P0)]
+            work = cuda.device_array((_k.workspace_size(d, p), n_seq))
+            _smoother_general_kernel[blocks, threads](d_x, d_off, d, p, *params, *outputs, work, reuse)
+    means.reshape(-1)[:] = d_means.copy_to_host()
+    covs.reshape(-1)[:] = d_covs.copy_to_host()
+    cross.reshape(-1)[:] = d_cross.copy_to_host()
+    log_evidence[:] = d_log_ev.copy_to_host()
+    status[:] = d_status.copy_to_host()

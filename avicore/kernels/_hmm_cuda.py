@@ -1,0 +1,758 @@
+"""CUDA (numba-cuda) kernels for the HMM family: forward-backward, Viterbi and posterior sampling.
+
+Called only by the dispatcher in :mod:`avicore.kernels.hmm` (whose docstring states the contract every backend
+meets) with validated, C-contiguous float64 arrays and ``offsets`` (int64, ``n_sequences + 1``). Importing this
+module imports nothing from Numba; the kernels are compiled on first use (:func:`_kernels`).
+
+Layout of the work
+------------------
+One thread block per sequence (grid-stride when there are more sequences than blocks), threads over states: a
+block has ``S = min(CUDA_THREADS_PER_BLOCK, next power of two >= K)`` threads and thread ``tid`` owns states
+``tid, tid + S, ...``, so any K works (up to the 48 KiB of shared memory: about 2,900 states). The filter vector
+lives in shared memory (two buffers, swapped each step); the per-step max and sum are shared-memory trees. Inner
+loops over K read flat K*K matrices with ``uint64`` indices (see :func:`_kernels`). Transfers: the inputs go up
+once, the outputs come down once (plus the per-sequence fallback flags, n_sequences bytes).
+
+Forward-backward (the same maths as the Numba and Cython kernels of :mod:`avicore.kernels.hmm`)
+----------------------------------------------------------------------------------------------
+Forward, probability space with per-step normalisation, ``pred_t = start`` (t = 0) or ``A^T alpha_{t-1}`` and the
+shift ``m_t`` = max of ``log_lik[t, k]`` over states with ``pred_t[k] > 0``::
+
+    e_t = exp(log_lik[t] - m_t),   u_t = e_t * pred_t,   c_t = sum(u_t),   alpha_t = u_t / c_t,
+    log p(x) = sum_t (log c_t + m_t)
+
+Backward, with ``w_{t+1} = e_{t+1} * beta_{t+1} / c_{t+1}`` (0 where ``alpha_{t+1} = 0``; ``beta_{T-1} = 1``)::
+
+    beta_t = A w_{t+1},   gamma_t = alpha_t * beta_t,   sum_t xi_t = A ⊙ sum_t alpha_t w_{t+1}^T
+
+The posteriors overwrite the stored filter in place. The last sum is accumulated in a buffer private to each block
+(no atomics) and a second kernel adds the buffers in a fixed order, so results are bitwise reproducible.
+
+A sequence is redone by the log-space kernel (decided per sequence, on the device; the reference recursions of
+:mod:`avicore.kernels.hmm`) as soon as the scaled pass could lose accuracy: a state whose exact ``u`` is positive
+gets ``u < TINY = 1e-280`` (an underflow of ``e``, of ``pred`` or of their product), an exactly-zero ``pred`` that
+is reachable (scanned only when ``log_transmat`` has finite entries below -90), or a step with no reachable state
+that can emit (the log-space kernel then finds ``log p(x) = -inf``, zero posteriors, no counts). Until the first
+such step, zeros in ``alpha`` are exact zeros. If ``log_transmat`` or ``log_startprob`` hold finite entries below
+-700, every sequence runs in log space.
+
+Viterbi: max-product in log space, back-pointers in a device (T, K) int32 array, the lowest index on ties.
+Posterior sampling: the forward filter as above (normalised, or log alpha for fallback sequences), then one thread
+per (sample, sequence) samples backwards with the counter-based uniforms of :mod:`avicore.kernels._counter_rng`
+(a device copy of ``mix64``), so a seed draws the same samples on every backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import os
+import warnings
+from types import SimpleNamespace
+
+import numpy as np
+
+from .. import _config
+
+# Most blocks a launch uses (grid-stride beyond): an H200 holds 132 SMs x 32 resident blocks.
+_MAX_BLOCKS = 8192
+# Cap on the per-block transition-count buffers (blocks x K x K float64).
+_COUNT_BUFFER_BYTES = 512 * 2**20
+# Dynamic shared memory one block may use without opting in (48 KiB).
+_SHARED_BYTES = 48 * 1024
+
+cuda = None  # numba.cuda, bound by _kernels() on first use (importing this module imports no Numba)
+
+
+def _block_threads(n_states: int) -> int:
+    """Threads per block: a power of two, at most CUDA_THREADS_PER_BLOCK, no more than K rounded up."""
+    cap = max(1, int(_config.CUDA_THREADS_PER_BLOCK))
+    cap = 1 << (cap.bit_length() - 1)  # reductions need a power of two
+    need = 1 << max(0, (n_states - 1).bit_length())
+    return min(cap, need)
+
+
+def _grid(n_items: int, per_block_bytes: int = 0) -> int:
+    """Blocks for a grid-stride launch over n_items, capped so the per-block count buffers stay small."""
+    limit = _MAX_BLOCKS
+    if per_block_bytes:
+        limit = min(limit, max(1, _COUNT_BUFFER_BYTES // per_block_bytes))
+    return max(1, min(n_items, limit))
+
+
+def _check_shared(n_states: int, n_threads: int, n_vectors: int) -> int:
+    nbytes = 8 * (n_vectors * n_states + 2 * n_threads + 2)
+    if nbytes > _SHARED_BYTES:
+        most = (_SHARED_BYTES // 8 - 2 * n_threads - 2) // n_vectors
+        raise ValueError(f"log_lik must have at most {most} states for backend='cuda'; got n_states={n_states}. "
+                         "Use backend='cython' or 'numba' for larger state spaces.")
+    return nbytes
+
+
+@functools.cache
+def _kernels():
+    """Compile (lazily, once per process) and return the CUDA kernels by name.
+
+    Inner loops over K run on flat (K*K) matrices with ``uint64`` indices in ``while`` loops: with signed
+    indices Numba adds a negative-index fix-up and a stride multiply to every load (~25 integer instructions per
+    multiply-add instead of ~3).
+    """
+    global cuda  # a module global: the CUDA simulator swaps it for its fake module while a kernel runs
+    from numba import cuda, float64
+
+    from ._counter_rng import GAMMA, MIX_M1, MIX_M2
+    from .hmm import TINY
+
+    tiny = TINY
+    gamma = np.uint64(GAMMA)
+    mix_m1 = np.uint64(MIX_M1)
+    mix_m2 = np.uint64(MIX_M2)
+    s11, s27, s30, s31 = np.uint64(11), np.uint64(27), np.uint64(30), np.uint64(31)
+    two_m53 = 1.0 / 9007199254740992.0
+    neg_inf = -math.inf
+    u0 = np.uint64(0)
+    u1 = np.uint64(1)
+
+    # ----- block-wide reductions over a power-of-two number of threads (every thread must call them) -----
+
+    @cuda.jit(device=True)
+    def _block_max(red, value, tid, n_threads):
+        red[tid] = value
+        cuda.syncthreads()
+        step = n_threads // 2
+        while step > 0:
+            if tid < step and red[tid + step] > red[tid]:
+                red[tid] = red[tid + step]
+            cuda.syncthreads()
+            step //= 2
+        out = red[0]
+        cuda.syncthreads()
+        return out
+
+    @cuda.jit(device=True)
+    def _block_sum(red, value, tid, n_threads):
+        red[tid] = value
+        cuda.syncthreads()
+        step = n_threads // 2
+        while step > 0:
+            if tid < step:
+                red[tid] += red[tid + step]
+            cuda.syncthreads()
+            step //= 2
+        out = red[0]
+        cuda.syncthreads()
+        return out
+
+    @cuda.jit(device=True)
+    def _block_argmax(red, red_idx, value, index, tid, n_threads):
+        # Largest value; among equal values the lowest index (np.argmax's rule).
+        red[tid] = value
+        red_idx[tid] = index
+        cuda.syncthreads()
+        step = n_threads // 2
+        while step > 0:
+            if tid < step:
+                v = red[tid + step]
+                k = red_idx[tid + step]
+                if v > red[tid] or (v == red[tid] and k < red_idx[tid]):
+                    red[tid] = v
+                    red_idx[tid] = k
+            cuda.syncthreads()
+            step //= 2
+        best = red[0]
+        best_idx = red_idx[0]
+        cuda.syncthreads()
+        return best, best_idx
+
+    # ----- per-thread loops over one column of a flat n x n matrix: mat[i * n + col], i = 0..n-1 -----
+
+    @cuda.jit(device=True)
+    def _dot_column(vec, off, mat, col, n):
+        """sum_i vec[off + i] * mat[i * n + col]."""
+        acc = 0.0
+        idx = col
+        v = off
+        end = off + n
+        while v < end:
+            acc += vec[v] * mat[idx]
+            idx += n
+            v += u1
+        return acc
+
+    @cuda.jit(device=True)
+    def _dot_column_outer(vec, off, mat, col, n, counts, counts_off, a):
+        """_dot_column, and counts[counts_off + i * n + col] += a * vec[off + i]."""
+        acc = 0.0
+        idx = col
+        v = off
+        end = off + n
+        while v < end:
+            w = vec[v]
+            acc += w * mat[idx]
+            counts[counts_off + idx] += a * w
+            idx += n
+            v += u1
+        return acc
+
+    @cuda.jit(device=True)
+    def _reaches(vec, off, mat, col, n):
+        """True if some i has vec[off + i] > 0 and mat[i * n + col] > 0."""
+        idx = col
+        v = off
+        end = off + n
+        while v < end:
+            if vec[v] > 0.0 and mat[idx] > 0.0:
+                return True
+            idx += n
+            v += u1
+        return False
+
+    @cuda.jit(device=True)
+    def _log_dot_column(vec, off, log_mat, col, n):
+        """log sum_i exp(vec[off + i] + log_mat[i * n + col])."""
+        mx = neg_inf
+        idx = col
+        v = off
+        end = off + n
+        while v < end:
+            x = vec[v] + log_mat[idx]
+            if x > mx:
+                mx = x
+            idx += n
+            v += u1
+        if mx == neg_inf:
+            return neg_inf
+        acc = 0.0
+        idx = col
+        v = off
+        while v < end:
+            x = vec[v] + log_mat[idx]
+            if x > neg_inf:
+                acc += math.exp(x - mx)
+            idx += n
+            v += u1
+        return mx + math.log(acc)
+
+    @cuda.jit(device=True)
+    def _log_outer(vec, off, log_mat, col, n, counts, counts_off, shift):
+        """counts[counts_off + i * n + col] += exp(shift + vec[off + i] + log_mat[i * n + col])."""
+        idx = col
+        v = off
+        end = off + n
+        while v < end:
+            x = vec[v] + log_mat[idx]
+            if x > neg_inf:
+                counts[counts_off + idx] += math.exp(shift + x)
+            idx += n
+            v += u1
+
+    @cuda.jit(device=True)
+    def _max_column(vec, off, log_mat, col, n):
+        """(max_i vec[off + i] + log_mat[i * n + col], the lowest i attaining it)."""
+        best = neg_inf
+        arg = u0
+        i = u0
+        idx = col
+        while i < n:
+            x = vec[off + i] + log_mat[idx]
+            if x > best:
+                best = x
+                arg = i
+            idx += n
+            i += u1
+        return best, arg
+
+    # ----- forward-backward, probability space with per-step normalisation -----
+
+    @cuda.jit(device=True)
+    def _scaled_forward(log_lik, trans, start, check_reach, begin, end, alpha, scale, shift, sh, tid, n_threads):
+        """Normalised forward pass of one sequence into alpha[begin:end]; returns (log p(x), needs_log_space)."""
+        K = log_lik.shape[1]
+        Ku = np.uint64(K)
+        flag = 2 * K + 2 * n_threads
+        red = sh[2 * K:2 * K + n_threads]
+        total = 0.0
+        bad = False
+        if tid == 0:
+            sh[flag] = 0.0  # set by any thread that sees underflow; read after the next reduction's barriers
+        for row in range(begin, end):
+            cur = (row - begin) % 2
+            nxt = 1 - cur
+            # pred = start or A^T alpha_{t-1}, kept in sh[nxt]; the shift is the max log_lik over reachable states.
+            local_max = neg_inf
+            for j in range(tid, K, n_threads):
+                if row == begin:
+                    p = start[j]
+                else:
+                    p = _dot_column(sh, np.uint64(cur * K), trans, np.uint64(j), Ku)
+                sh[nxt * K + j] = p
+                if p > 0.0 and log_lik[row, j] > local_max:
+                    local_max = log_lik[row, j]
+            m = _block_max(red, local_max, tid, n_threads)
+            if m == neg_inf:  # no reachable state can emit this observation (or pred underflowed: log space)
+                bad = True
+                break
+            local_sum = 0.0
+            for j in range(tid, K, n_threads):
+                p = sh[nxt * K + j]
+                v = log_lik[row, j]
+                u = 0.0
+                if p > 0.0:
+                    if v > neg_inf:
+                        u = math.exp(v - m) * p
+                        if u < tiny:
+                            sh[flag] = 1.0
+                elif (check_reach and row != begin and v > neg_inf
+                      and _reaches(sh, np.uint64(cur * K), trans, np.uint64(j), Ku)):
+                    sh[flag] = 1.0  # alpha_{t-1}[i] * A[i, j] underflowed to an exact zero
+                sh[nxt * K + j] = u
+                local_sum += u
+            c = _block_sum(red, local_sum, tid, n_threads)
+            if c == 0.0 or sh[flag] != 0.0:
+                bad = True
+                break
+            inv = 1.0 / c
+            for j in range(tid, K, n_threads):
+                a = sh[nxt * K + j] * inv
+                sh[nxt * K + j] = a
+                alpha[row, j] = a
+            if tid == 0:
+                scale[row] = c
+                shift[row] = m
+                total += math.log(c) + m
+            cuda.syncthreads()  # alpha_t complete before the next step's matrix-vector product reads it
+        cuda.syncthreads()
+        return total, bad
+
+    @cuda.jit
+    def _fb_scaled_kernel(log_lik, trans, trans_t, start, check_reach, offsets, post, scale, shift, loglik, flags,
+                          counts, backward):
+        # trans, trans_t: flat K*K; counts: flat (gridDim.x * K * K), this block's slice at blockIdx.x * K * K.
+        K = log_lik.shape[1]
+        Ku = np.uint64(K)
+        n_threads = cuda.blockDim.x
+        tid = cuda.threadIdx.x
+        sh = cuda.shared.array(0, dtype=float64)
+        counts_off = np.uint64(cuda.blockIdx.x) * Ku * Ku
+        if backward:
+            for e in range(tid, K * K, n_threads):
+                counts[counts_off + np.uint64(e)] = 0.0
+        n_seq = offsets.shape[0] - 1
+        for seq in range(cuda.blockIdx.x, n_seq, cuda.gridDim.x):
+            begin = offsets[seq]
+            end = offsets[seq + 1]
+            total, bad = _scaled_forward(log_lik, trans, start, check_reach, begin, end, post, scale, shift, sh, tid,
+                                         n_threads)
+            if tid == 0:
+                flags[seq] = 1 if bad else 0
+                loglik[seq] = total
+            if bad or not backward or end == begin:
+                continue
+            # Backward: sh[cur*K + j] holds w_{t+1}[j] = e_{t+1}[j] beta_{t+1}[j] / c_{t+1}, 0 off the support
+            # (there beta may be huge but is always multiplied by an exact zero).
+            last = end - 1
+            c = scale[last]
+            m = shift[last]
+            for i in range(tid, K, n_threads):
+                w = 0.0
+                if post[last, i] > 0.0:
+                    w = math.exp(log_lik[last, i] - m) / c
+                sh[i] = w
+            cuda.syncthreads()
+            cur = 0
+            for row in range(last - 1, begin - 1, -1):
+                nxt = 1 - cur
+                c = scale[row]
+                m = shift[row]
+                for i in range(tid, K, n_threads):
+                    a = post[row, i]
+                    w = 0.0
+                    if a > 0.0:
+                        b = _dot_column_outer(sh, np.uint64(cur * K), trans_t, np.uint64(i), Ku, counts, counts_off,
+                                              a)
+                        post[row, i] = a * b
+                        w = math.exp(log_lik[row, i] - m) * b / c
+                    sh[nxt * K + i] = w
+                cuda.syncthreads()
+                cur = nxt
+
+    # ----- forward-backward in log space (sequences the scaled pass flagged) -----
+
+    @cuda.jit(device=True)
+    def _log_forward(log_lik, log_trans, log_start, begin, end, alpha, sh, tid, n_threads):
+        """Log-space forward pass (alpha holds log alpha); returns log p(x)."""
+        K = log_lik.shape[1]
+        Ku = np.uint64(K)
+        red = sh[2 * K:2 * K + n_threads]
+        for row in range(begin, end):
+            cur = (row - begin) % 2
+            nxt = 1 - cur
+            for j in range(tid, K, n_threads):
+                if row == begin:
+                    s = log_start[j]
+                else:
+                    s = _log_dot_column(sh, np.uint64(cur * K), log_trans, np.uint64(j), Ku)
+                la = log_lik[row, j] + s
+                sh[nxt * K + j] = la
+                alpha[row, j] = la
+            cuda.syncthreads()
+        off = ((end - begin) % 2) * K
+        local_max = neg_inf
+        for j in range(tid, K, n_threads):
+            if sh[off + j] > local_max:
+                local_max = sh[off + j]
+        mx = _block_max(red, local_max, tid, n_threads)
+        if mx == neg_inf:
+            return neg_inf
+        local_sum = 0.0
+        for j in range(tid, K, n_threads):
+            x = sh[off + j]
+            if x > neg_inf:
+                local_sum += math.exp(x - mx)
+        return mx + math.log(_block_sum(red, local_sum, tid, n_threads))
+
+    @cuda.jit
+    def _fb_log_kernel(log_lik, log_trans, log_trans_t, log_start, offsets, ids, post, loglik, counts, backward):
+        K = log_lik.shape[1]
+        Ku = np.uint64(K)
+        n_threads = cuda.blockDim.x
+        tid = cuda.threadIdx.x
+        sh = cuda.shared.array(0, dtype=float64)
+        counts_off = np.uint64(cuda.blockIdx.x) * Ku * Ku
+        if backward:
+            for e in range(tid, K * K, n_threads):
+                counts[counts_off + np.uint64(e)] = 0.0
+        for k in range(cuda.blockIdx.x, ids.shape[0], cuda.gridDim.x):
+            seq = ids[k]
+            begin = offsets[seq]
+            end = offsets[seq + 1]
+            total = _log_forward(log_lik, log_trans, log_start, begin, end, post, sh, tid, n_threads)
+            if tid == 0:
+                loglik[seq] = total
+            if not backward or end == begin:
+                continue
+            if total == neg_inf:  # no possible path: zero posteriors, no counts
+                for row in range(begin, end):
+                    for j in range(tid, K, n_threads):
+                        post[row, j] = 0.0
+                continue
+            # Backward: sh[cur*K + j] holds log_lik[t+1, j] + log beta_{t+1}[j].
+            last = end - 1
+            for i in range(tid, K, n_threads):
+                sh[i] = log_lik[last, i]
+                post[last, i] = math.exp(post[last, i] - total)
+            cuda.syncthreads()
+            cur = 0
+            for row in range(last - 1, begin - 1, -1):
+                nxt = 1 - cur
+                for i in range(tid, K, n_threads):
+                    la = post[row, i]
+                    lb = _log_dot_column(sh, np.uint64(cur * K), log_trans_t, np.uint64(i), Ku)
+                    gamma = 0.0
+                    if la > neg_inf:
+                        gamma = math.exp(la + lb - total)
+                        _log_outer(sh, np.uint64(cur * K), log_trans_t, np.uint64(i), Ku, counts, counts_off,
+                                   la - total)
+                    post[row, i] = gamma
+                    sh[nxt * K + i] = log_lik[row, i] + lb
+                cuda.syncthreads()
+                cur = nxt
+
+    @cuda.jit
+    def _reduce_counts_kernel(trans, scaled_counts, n_scaled, log_counts, n_log, out):
+        # out[i, j] = trans[i, j] * sum_b scaled_counts[b, j, i] + sum_b log_counts[b, j, i], blocks b in order.
+        K = out.shape[0]
+        idx = cuda.grid(1)
+        if idx >= K * K:
+            return
+        j = idx // K
+        i = idx - j * K
+        KK = np.uint64(K * K)
+        e = np.uint64(idx)
+        s = 0.0
+        for _ in range(n_scaled):
+            s += scaled_counts[e]
+            e += KK
+        total = 0.0
+        t = trans[i * K + j]
+        if t > 0.0:
+            total = t * s
+        e = np.uint64(idx)
+        s = 0.0
+        for _ in range(n_log):
+            s += log_counts[e]
+            e += KK
+        out[i, j] = total + s
+
+    # ----- Viterbi -----
+
+    @cuda.jit
+    def _viterbi_kernel(log_lik, log_trans, log_start, offsets, backptr, log_prob, states):
+        K = log_lik.shape[1]
+        Ku = np.uint64(K)
+        n_threads = cuda.blockDim.x
+        tid = cuda.threadIdx.x
+        sh = cuda.shared.array(0, dtype=float64)
+        red = sh[2 * K:2 * K + n_threads]
+        red_idx = sh[2 * K + n_threads:2 * K + 2 * n_threads]
+        n_seq = offsets.shape[0] - 1
+        for seq in range(cuda.blockIdx.x, n_seq, cuda.gridDim.x):
+            begin = offsets[seq]
+            end = offsets[seq + 1]
+            if end == begin:
+                if tid == 0:
+                    log_prob[seq] = 0.0
+                continue
+            for row in range(begin, end):
+                cur = (row - begin) % 2
+                nxt = 1 - cur
+                for j in range(tid, K, n_threads):
+                    if row == begin:
+                        best = log_start[j]
+                        arg = u0
+                    else:
+                        best, arg = _max_column(sh, np.uint64(cur * K), log_trans, np.uint64(j), Ku)
+                    sh[nxt * K + j] = best + log_lik[row, j]
+                    backptr[row, j] = arg
+                cuda.syncthreads()
+            off = ((end - begin) % 2) * K
+            best = neg_inf
+            last_state = K  # sentinel for a thread that owns no state
+            for j in range(tid, K, n_threads):
+                if last_state == K or sh[off + j] > best:
+                    best = sh[off + j]
+                    last_state = j
+            best, arg_f = _block_argmax(red, red_idx, best, float(last_state), tid, n_threads)
+            if tid == 0:
+                log_prob[seq] = best
+                z = int(arg_f)
+                states[end - 1] = z
+                for row in range(end - 1, begin, -1):
+                    z = backptr[row, z]
+                    states[row - 1] = z
+            cuda.syncthreads()
+
+    # ----- posterior sampling: counter-based uniforms (kernels/_counter_rng.py), backward sampling -----
+
+    @cuda.jit(device=True)
+    def _mix64(z):
+        z = (z ^ (z >> s30)) * mix_m1
+        z = (z ^ (z >> s27)) * mix_m2
+        return z ^ (z >> s31)
+
+    @cuda.jit(device=True)
+    def _sample_uniform(sample_key, t):
+        """uniform(mix64(sample_key + (t + 1)·GAMMA)) = u[s, t] of _counter_rng.hmm_sample_uniforms."""
+        h = _mix64(sample_key + np.uint64(t + 1) * gamma)
+        return np.float64(np.int64(h >> s11)) * two_m53
+
+    @cuda.jit(device=True)
+    def _draw(alpha, a_off, mat, m_off, use_mat, log_mode, n, u):
+        """Inverse CDF at u over w_k = alpha[a_off + k] * mat[m_off + k] (log mode: exp(x_k - max x), x_k =
+        alpha + mat); mat is skipped when use_mat is False. The smallest k with u·Σw < w_0 + ... + w_k, else the
+        largest k with w_k > 0, else 0 (kernels/hmm.py's rule, sums left to right)."""
+        mx = 0.0
+        if log_mode:
+            mx = neg_inf
+            for k in range(n):
+                x = alpha[a_off + np.uint64(k)]
+                if use_mat:
+                    x += mat[m_off + np.uint64(k)]
+                if x > mx:
+                    mx = x
+        total = 0.0
+        for k in range(n):
+            x = alpha[a_off + np.uint64(k)]
+            if log_mode:
+                if use_mat:
+                    x += mat[m_off + np.uint64(k)]
+                w = 0.0
+                if x > neg_inf:
+                    w = math.exp(x - mx)
+            else:
+                w = x * mat[m_off + np.uint64(k)] if use_mat else x
+            total += w
+        target = u * total
+        acc = 0.0
+        last_positive = 0
+        for k in range(n):
+            x = alpha[a_off + np.uint64(k)]
+            if log_mode:
+                if use_mat:
+                    x += mat[m_off + np.uint64(k)]
+                w = 0.0
+                if x > neg_inf:
+                    w = math.exp(x - mx)
+            else:
+                w = x * mat[m_off + np.uint64(k)] if use_mat else x
+            acc += w
+            if target < acc:
+                return k
+            if w > 0.0:
+                last_positive = k
+        return last_positive
+
+    @cuda.jit
+    def _sample_kernel(alpha, trans_t, log_trans_t, K, offsets, flags, loglik, key, samples):
+        # One thread per (sample s, sequence q), s fastest (threads of a warp share the sequence's alpha rows).
+        # alpha: flat (T*K) filter, normalised (flags[q] == 0) or log (flags[q] != 0); trans_t, log_trans_t flat.
+        n_seq = offsets.shape[0] - 1
+        n_samples = samples.shape[0]
+        Ku = np.uint64(K)
+        item = cuda.grid(1)
+        while item < n_samples * n_seq:
+            q = item // n_samples
+            s = item - q * n_samples
+            begin = offsets[q]
+            end = offsets[q + 1]
+            log_mode = flags[q] != 0
+            if log_mode and loglik[q] == neg_inf:  # no possible path
+                for row in range(begin, end):
+                    samples[s, row] = -1
+            else:
+                sample_key = _mix64(key + np.uint64(s + 1) * gamma)
+                mat = log_trans_t if log_mode else trans_t
+                z = 0
+                for row in range(end - 1, begin - 1, -1):
+                    u = _sample_uniform(sample_key, row)
+                    z = _draw(alpha, np.uint64(row) * Ku, mat, np.uint64(z) * Ku, row != end - 1, log_mode, K, u)
+                    samples[s, row] = z
+            item += cuda.gridsize(1)
+
+    return {
+        "mix64": _mix64,
+        "sample_uniform": _sample_uniform,
+        "sample": _sample_kernel,
+        "fb_scaled": _fb_scaled_kernel,
+        "fb_log": _fb_log_kernel,
+        "reduce_counts": _reduce_counts_kernel,
+        "viterbi": _viterbi_kernel,
+    }
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence, around a launch, Numba's low-occupancy hint (one block per sequence is the design: a single
+    long sequence is one block) and, under the simulator, NumPy's warnings about the hash's intended uint64
+    wrap-around (there the device code runs on NumPy scalars)."""
+    from numba.core.errors import NumbaPerformanceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NumbaPerformanceWarning)
+        if os.environ.get("NUMBA_ENABLE_CUDASIM", "0").strip() not in {"", "0"}:
+            warnings.filterwarnings("ignore", message="overflow encountered in scalar", category=RuntimeWarning)
+        yield
+
+
+def _filter(kern: dict, log_lik: np.ndarray, log_transmat: np.ndarray, log_startprob: np.ndarray,
+            offsets: np.ndarray, backward: bool) -> SimpleNamespace:
+    """Upload the inputs, run the scaled pass, then the log-space pass on the sequences it flagged.
+
+    Leaves on the device: ``post`` (posteriors when ``backward``, else the forward filter: normalised for
+    sequences with ``flags == 0``, log alpha for the others), ``loglik`` and, with ``backward``, the per-block
+    transition-count buffers.
+    """
+    from .hmm import _prepare_model
+
+    T, K = log_lik.shape
+    n_seq = offsets.shape[0] - 1
+    n_threads = _block_threads(K)
+    shared = _check_shared(K, n_threads, 2)
+    md = _prepare_model(log_transmat, log_startprob, pad=1)
+    out = SimpleNamespace(
+        K=K, md=md, offsets=cuda.to_device(offsets), log_lik=cuda.to_device(log_lik),
+        trans=cuda.to_device(md["A"].ravel()), trans_t=cuda.to_device(md["At"].ravel()),
+        post=cuda.device_array((T, K), dtype=np.float64), loglik=cuda.device_array(n_seq, dtype=np.float64),
+        flags=cuda.device_array(n_seq, dtype=np.int8), n_scaled=0, n_log=0)
+    per_block = 8 * K * K if backward else 0
+    if md["all_log"]:
+        ids = np.arange(n_seq, dtype=np.int64)
+        out.flags.copy_to_device(np.ones(n_seq, dtype=np.int8))
+        out.scaled_counts = cuda.device_array(1, dtype=np.float64)
+    else:
+        out.n_scaled = _grid(n_seq, per_block)
+        out.scaled_counts = cuda.device_array(max(1, out.n_scaled * K * K) if backward else 1, dtype=np.float64)
+        with _quiet():
+            kern["fb_scaled"][out.n_scaled, n_threads, 0, shared](
+                out.log_lik, out.trans, out.trans_t, cuda.to_device(md["pi"]), md["check_reach"], out.offsets,
+                out.post, cuda.device_array(T, dtype=np.float64), cuda.device_array(T, dtype=np.float64), out.loglik,
+                out.flags, out.scaled_counts, backward)
+        ids = np.flatnonzero(out.flags.copy_to_host()).astype(np.int64)
+    out.log_trans_t = cuda.to_device(md["log_transmat_t"].ravel())
+    if ids.size:
+        out.n_log = _grid(ids.size, per_block)
+        out.log_counts = cuda.device_array(out.n_log * K * K if backward else 1, dtype=np.float64)
+        with _quiet():
+            kern["fb_log"][out.n_log, n_threads, 0, shared](
+                out.log_lik, cuda.to_device(log_transmat.ravel()), out.log_trans_t, cuda.to_device(log_startprob),
+                out.offsets, cuda.to_device(ids), out.post, out.loglik, out.log_counts, backward)
+    else:
+        out.log_counts = cuda.device_array(1, dtype=np.float64)
+    if not backward:
+        out.n_scaled = out.n_log = 0
+    return out
+
+
+def _forward_backward_cuda(log_lik: np.ndarray, log_transmat: np.ndarray, log_startprob: np.ndarray,
+                           offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Forward-backward over a ragged batch on the GPU.
+
+    Returns ``(log_likelihood (n_sequences,), posteriors (T, K), transition_counts (K, K), initial_counts (K,))``
+    as float64 host arrays; see the module docstring for the algorithm.
+    """
+    kern = _kernels()
+    K = log_lik.shape[1]
+    dev = _filter(kern, log_lik, log_transmat, log_startprob, offsets, backward=True)
+    d_counts = cuda.device_array((K, K), dtype=np.float64)
+    tpb = max(1, min(int(_config.CUDA_THREADS_PER_BLOCK), K * K))
+    with _quiet():
+        kern["reduce_counts"][-(-K * K // tpb), tpb](dev.trans, dev.scaled_counts, dev.n_scaled, dev.log_counts,
+                                                     dev.n_log, d_counts)
+    posteriors = dev.post.copy_to_host()
+    initial_counts = posteriors[offsets[:-1]].sum(axis=0)
+    return dev.loglik.copy_to_host(), posteriors, d_counts.copy_to_host(), initial_counts
+
+
+def _viterbi_cuda(log_lik: np.ndarray, log_transmat: np.ndarray, log_startprob: np.ndarray,
+                  offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Most probable state path of every sequence; ties go to the lowest state index.
+
+    Returns ``(log_prob (n_sequences,), states (T,) int64)``.
+    """
+    kern = _kernels()
+    T, K = log_lik.shape
+    n_seq = offsets.shape[0] - 1
+    n_threads = _block_threads(K)
+    shared = _check_shared(K, n_threads, 2)
+    d_log_prob = cuda.device_array(n_seq, dtype=np.float64)
+    d_states = cuda.device_array(T, dtype=np.int64)
+    args = (cuda.to_device(log_lik), cuda.to_device(log_transmat.ravel()), cuda.to_device(log_startprob),
+            cuda.to_device(offsets), cuda.device_array((T, K), dtype=np.int32), d_log_prob, d_states)
+    with _quiet():
+        kern["viterbi"][_grid(n_seq), n_threads, 0, shared](*args)
+    return d_log_prob.copy_to_host(), d_states.copy_to_host()
+
+
+def _sample_posterior_cuda(log_lik: np.ndarray, log_transmat: np.ndarray, log_startprob: np.ndarray,
+                           offsets: np.ndarray, n_samples: int, seed: int) -> np.ndarray:
+    """Exact posterior samples (forward filtering, backward sampling) with the counter-based uniforms.
+
+    Returns ``(n_samples, T)`` int64; ``-1`` throughout a sequence with no possible path. Sample ``s`` at row
+    ``t`` uses ``u[s, t]`` of :func:`avicore.kernels._counter_rng.hmm_sample_uniforms`, so the draws match the
+    other backends (barring a uniform within rounding of a CDF step).
+    """
+    from ._counter_rng import hmm_seed_key
+
+    kern = _kernels()
+    T, K = log_lik.shape
+    n_seq = offsets.shape[0] - 1
+    dev = _filter(kern, log_lik, log_transmat, log_startprob, offsets, backward=False)
+    d_samples = cuda.device_array((n_samples, T), dtype=np.int64)
+    n_items = n_samples * n_seq
+    tpb = max(1, int(_config.CUDA_THREADS_PER_BLOCK))
+    blocks = max(1, min(-(-n_items // tpb), 65535))
+    with _quiet():
+        kern["sample"][blocks, tpb](dev.post.reshape(T * K), dev.trans_t, dev.log_trans_t, K, dev.offsets, dev.flags,
+                                    dev.loglik, np.uint64(hmm_seed_key(seed)), d_samples)
+    return d_samples.copy_to_host()

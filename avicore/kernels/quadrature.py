@@ -1,0 +1,251 @@
+"""Expected log-likelihoods under Gaussian factors: NumPy reference, Numba kernel and the dispatcher.
+
+For each point n, with q(fₙ) = N(mₙ, vₙ) and g(f) = log p(yₙ | f)::
+
+    value[n]     = E_q[g(f)]
+    grad_mean[n] = ∂/∂mₙ E_q[g(f)] = E_q[g'(f)]
+    grad_var[n]  = ∂/∂vₙ E_q[g(f)] = ½ E_q[g''(f)]
+
+(the last two are Stein's/Price's identities). Gaussian and Poisson-log have closed forms; the others use
+probabilists' Gauss–Hermite quadrature with K nodes xᵢ and weights wᵢ (Σ wᵢ = 1): E_q[h(f)] ≈ Σᵢ wᵢ h(mₙ + √vₙ xᵢ),
+with the analytic g' and g'' of each likelihood. The Cython kernel (``src_cython/quadrature.pyx``) and the CUDA
+kernel (``_quadrature_cuda.py``, imported only when used) compute the same formulas; kernels never validate —
+:func:`avicore.quadrature.expected_log_lik` checks the user's input first.
+
+Per-node formulas (u = s·f with s = 2y − 1 for the Bernoulli likelihoods; r = y − f)
+---------------------------------------------------------------------------------
+logit    e = exp(−|u|):  g = −(max(−u, 0) + log1p(e)),  g' = s·σ(−u) = s·(u ≥ 0 ? e : 1)/(1 + e),
+         g'' = −σ(u)σ(−u) = −e/(1 + e)²  — one exp and one log1p, no overflow for any u.
+probit   λ(u) = φ(u)/Φ(u) and c(u) = λ(u) + u:  g = log Φ(u),  g' = s·λ(u),  g'' = −λ(u)·c(u).
+         u ≥ 0: Φ(u) = 1 − ½erfc(u/√2), log Φ = log1p(−½erfc(u/√2));  −5 < u < 0: Φ(u) = ½erfc(−u/√2);
+         u ≤ −5 (x = −u): the Mills-ratio continued fraction c = 1/(x + 2/(x + 3/(x + … 30/x))) (relative error
+         below 2e-16 for x ≥ 5), λ = x + c, log Φ(u) = −x²/2 − ½log 2π − log λ — no cancellation in c, no underflow.
+StudentT a = ν s², d = a + r²:  g = C − (ν+1)/2 · log1p(r²/a),  g' = (ν+1) r/d,  g'' = (ν+1)(r² − a)/d².
+Gaussian value = C − ((y − m)² + v)/(2σ²),  grad_mean = (y − m)/σ²,  grad_var = −1/(2σ²).
+Poisson  t = exp(m + v/2):  value = y m − t (− log y!, added by the dispatcher),  grad_mean = y − t,
+         grad_var = −t/2; t = +inf when m + v/2 > log(DBL_MAX), giving −inf (the exact value is below −1.8e308).
+
+Kernel parameters (float64 vector of length 4, built by each likelihood's ``_kernel_params``)::
+
+    Gaussian (code 0)   (C = −½ log(2πσ²), 1/σ², 0, 0)
+    StudentT (code 4)   (C = log Γ((ν+1)/2) − log Γ(ν/2) − ½ log(νπs²), ν s², ν + 1, 0)
+    others              unused
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .. import _config
+from ..backends import resolve
+from ..gp.likelihoods import (
+    CODE_BERNOULLI_LOGIT,
+    CODE_BERNOULLI_PROBIT,
+    CODE_GAUSSIAN,
+    CODE_POISSON,
+    CODE_STUDENT_T,
+)
+
+SUPPORTED_BACKENDS = ("numpy", "cython", "numba", "cuda")
+
+INV_SQRT2 = 0.7071067811865476
+INV_SQRT_2PI = 0.3989422804014327
+HALF_LOG_2PI = 0.9189385332046728
+#: log(DBL_MAX): exp of anything larger overflows.
+LOG_DBL_MAX = 709.782712893384
+#: Below this u the probit terms come from the Mills-ratio continued fraction.
+PROBIT_SWITCH = -5.0
+#: Depth of that continued fraction (terms 2..MILLS_DEPTH).
+MILLS_DEPTH = 30
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# NumPy reference (vectorised over points × nodes, written for clarity)
+# ---------------------------------------------------------------------------------------------------------------
+
+def _mills_c_numpy(x: np.ndarray) -> np.ndarray:
+    """c(−x) = λ(−x) − x by the continued fraction 1/(x + 2/(x + 3/(x + …))) (for x ≥ 5)."""
+    t = np.zeros_like(x)
+    for k in range(MILLS_DEPTH, 1, -1):
+        t = k / (x + t)
+    return 1.0 / (x + t)
+
+
+def _node_terms_numpy(code: int, params: np.ndarray, y: np.ndarray, f: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """g, g', g'' of log p(y | f) at the nodes ``f`` (broadcast against ``y``)."""
+    from scipy.special import expit, log_expit, log_ndtr
+
+    if code == CODE_BERNOULLI_LOGIT:
+        s = 2.0 * y - 1.0
+        u = s * f
+        return log_expit(u), s * expit(-u), -expit(u) * expit(-u)
+    if code == CODE_BERNOULLI_PROBIT:
+        s = 2.0 * y - 1.0
+        u = s * f
+        log_cdf = log_ndtr(u)
+        lam = np.exp(-0.5 * u * u - HALF_LOG_2PI - log_cdf)
+        tail = u <= PROBIT_SWITCH
+        c = np.where(tail, _mills_c_numpy(np.where(tail, -u, 10.0)), lam + u)
+        return log_cdf, s * lam, -lam * c
+    if code == CODE_STUDENT_T:
+        log_norm, a, nu1 = params[0], params[1], params[2]
+        r = y - f
+        d = a + r * r
+        return log_norm - 0.5 * nu1 * np.log1p(r * r / a), nu1 * r / d, nu1 * (r * r - a) / (d * d)
+    raise ValueError(f"likelihood code {code} has no quadrature rule")
+
+
+def _expected_log_lik_numpy(code: int, params: np.ndarray, y: np.ndarray, mean: np.ndarray, var: np.ndarray,
+                            nodes: np.ndarray, weights: np.ndarray, value: np.ndarray, grad_mean: np.ndarray,
+                            grad_var: np.ndarray) -> None:
+    if code == CODE_GAUSSIAN:
+        log_norm, inv_noise = params[0], params[1]
+        r = y - mean
+        value[:] = log_norm - 0.5 * (r * r + var) * inv_noise
+        grad_mean[:] = r * inv_noise
+        grad_var[:] = -0.5 * inv_noise
+        return
+    if code == CODE_POISSON:
+        with np.errstate(over="ignore"):
+            rate = np.exp(mean + 0.5 * var)  # E[exp(f)]
+        value[:] = y * mean - rate
+        grad_mean[:] = y - rate
+        grad_var[:] = -0.5 * rate
+        return
+    f = mean[:, None] + np.sqrt(var)[:, None] * nodes[None, :]
+    g, g1, g2 = _node_terms_numpy(code, params, y[:, None], f)
+    value[:] = g @ weights
+    grad_mean[:] = g1 @ weights
+    grad_var[:] = 0.5 * (g2 @ weights)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Scalar per-point code: compiled by Numba here and, from the same source, as CUDA device functions in
+# _quadrature_cuda.py.
+# ---------------------------------------------------------------------------------------------------------------
+
+def probit_terms(u):
+    """(log Φ(u), λ(u) = φ(u)/Φ(u), c(u) = λ(u) + u) without overflow, underflow or cancellation."""
+    if u >= 0.0:
+        q = 0.5 * math.erfc(u * INV_SQRT2)  # Φ(−u)
+        lam = math.exp(-0.5 * u * u) * INV_SQRT_2PI / (1.0 - q)
+        return math.log1p(-q), lam, lam + u
+    if u > PROBIT_SWITCH:
+        cdf = 0.5 * math.erfc(-u * INV_SQRT2)
+        lam = math.exp(-0.5 * u * u) * INV_SQRT_2PI / cdf
+        return math.log(cdf), lam, lam + u
+    x = -u
+    t = 0.0
+    for k in range(MILLS_DEPTH, 1, -1):
+        t = k / (x + t)
+    c = 1.0 / (x + t)
+    lam = x + c
+    return -0.5 * x * x - HALF_LOG_2PI - math.log(lam), lam, c
+
+
+_probit_terms_nb = njit(cache=True)(probit_terms)
+
+
+def point_terms(code, params, y, m, v, nodes, weights):
+    """(E[g], E[g'], ½E[g'']) for one point under N(m, v); see the module docstring for the formulas."""
+    if code == CODE_GAUSSIAN:
+        inv_noise = params[1]
+        r = y - m
+        return params[0] - 0.5 * (r * r + v) * inv_noise, r * inv_noise, -0.5 * inv_noise
+    if code == CODE_POISSON:
+        z = m + 0.5 * v
+        rate = math.exp(z) if z <= LOG_DBL_MAX else math.inf
+        return y * m - rate, y - rate, -0.5 * rate
+    sd = math.sqrt(v)
+    a0 = 0.0
+    a1 = 0.0
+    a2 = 0.0
+    n_nodes = nodes.shape[0]
+    if code == CODE_BERNOULLI_LOGIT:
+        s = 2.0 * y - 1.0
+        sm = s * m
+        ssd = s * sd
+        for i in range(n_nodes):
+            u = sm + ssd * nodes[i]
+            e = math.exp(-abs(u))
+            r = 1.0 / (1.0 + e)
+            w = weights[i]
+            a0 -= w * (max(-u, 0.0) + math.log1p(e))
+            a1 += w * (e if u >= 0.0 else 1.0) * r
+            a2 += w * e * r * r
+        return a0, s * a1, -0.5 * a2
+    if code == CODE_BERNOULLI_PROBIT:
+        s = 2.0 * y - 1.0
+        for i in range(n_nodes):
+            log_cdf, lam, c = _probit_terms_nb(s * (m + sd * nodes[i]))
+            w = weights[i]
+            a0 += w * log_cdf
+            a1 += w * lam
+            a2 += w * lam * c
+        return a0, s * a1, -0.5 * a2
+    # CODE_STUDENT_T
+    a = params[1]
+    nu1 = params[2]
+    for i in range(n_nodes):
+        r = y - (m + sd * nodes[i])
+        r2 = r * r
+        d = a + r2
+        w = weights[i]
+        a0 += w * math.log1p(r2 / a)
+        a1 += w * r / d
+        a2 += w * (r2 - a) / (d * d)
+    return params[0] - 0.5 * nu1 * a0, nu1 * a1, 0.5 * nu1 * a2
+
+
+_point_terms_nb = njit(cache=True)(point_terms)
+
+
+@njit(cache=True, parallel=True)
+def _expected_log_lik_numba(code, params, y, mean, var, nodes, weights, value, grad_mean, grad_var):
+    for n in prange(y.shape[0]):
+        a0, a1, a2 = _point_terms_nb(code, params, y[n], mean[n], var[n], nodes, weights)
+        value[n] = a0
+        grad_mean[n] = a1
+        grad_var[n] = a2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Dispatcher
+# ---------------------------------------------------------------------------------------------------------------
+
+def run_expected_log_lik(code: int, params: np.ndarray, y: np.ndarray, mean: np.ndarray, var: np.ndarray,
+                         nodes: np.ndarray, weights: np.ndarray, backend: str = "auto"
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run the kernel on validated input; returns (value, grad_mean, grad_var), each (N,) float64.
+
+    ``y``, ``mean``, ``var`` are C-contiguous float64 (N,) arrays (``var >= 0``, ``y`` in the likelihood's
+    support), ``params`` float64 (4,), ``nodes``/``weights`` float64 (K,) with Σ weights = 1.
+    """
+    n = y.shape[0]
+    backend = resolve(backend, size=n, supported=SUPPORTED_BACKENDS)
+    value = np.empty(n)
+    grad_mean = np.empty(n)
+    grad_var = np.empty(n)
+    if backend == "numpy":
+        _expected_log_lik_numpy(code, params, y, mean, var, nodes, weights, value, grad_mean, grad_var)
+    elif backend == "cython":
+        from .._cy import load
+
+        load("quadrature").cy_expected_log_lik(code, params, y, mean, var, nodes, weights, value, grad_mean,
+                                                grad_var, _config.get_num_threads())
+    elif backend == "numba":
+        _config.apply_numba_threads()
+        _expected_log_lik_numba(code, params, y, mean, var, nodes, weights, value, grad_mean, grad_var)
+    else:
+        from ._quadrature_cuda import expected_log_lik_cuda
+
+        expected_log_lik_cuda(code, params, y, mean, var, nodes, weights, value, grad_mean, grad_var)
+    if code == CODE_POISSON:
+        from scipy.special import gammaln
+
+        value -= gammaln(y + 1.0)
+    return value, grad_mean, grad_var

@@ -1,0 +1,265 @@
+"""Adam and convergence monitoring for the VI engines.
+
+Adam (Kingma & Ba, 2015) keeps first and second moment estimates m, v of the gradient g. With ĝ = scale·g + offset
+(the engines fold constant gradients, such as the entropy's ∂H/∂log s = 1, into the update this way) and step t:
+
+    m ← β₁ m + (1 − β₁) ĝ,     v ← β₂ v + (1 − β₂) ĝ²,
+    p ← p ± lr / (1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)
+
+(+ to maximise, − to minimise), the same arithmetic as PyTorch's ``torch.optim.Adam``. The update is one fused pass
+(Cython, OpenMP over elements) when the compiled kernels are built, else NumPy. :meth:`Adam.step_rows` is *lazy*
+Adam for per-observation parameters under minibatching: only the rows in the batch move, each with its own step
+count, so a row's update does not depend on how often other rows were visited.
+
+:class:`ConvergenceMonitor` records the per-iteration ELBO estimates and declares convergence when the relative
+change between the running means of the last two windows of ``window`` iterations falls below ``tol``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from . import _config
+from ._validate import check_int, check_scalar
+
+
+class DivergenceWarning(RuntimeWarning):
+    """A fit met a non-finite ELBO or gradient and stopped early (its last finite state was kept)."""
+
+
+def all_finite(*arrays: np.ndarray) -> bool:
+    """True if every entry of every array is finite (a NaN or ±inf anywhere makes the sum non-finite).
+
+    One reduction per array, no boolean temporaries. Finite values so large that their sum overflows also count
+    as non-finite; for optimisation that is divergence too.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        return all(math.isfinite(float(np.sum(a))) for a in arrays)
+
+
+def _compiled():
+    try:
+        from ._cy import load
+
+        return load("optim")
+    except ImportError:
+        return None
+
+
+class Adam:
+    """Adam state for one parameter array (any shape), updated by fused passes.
+
+    Parameters
+    ----------
+    shape : int or tuple of int
+        Shape of the parameter array.
+    lr : float
+        Learning rate (> 0).
+    beta1, beta2 : float
+        Moment decay rates in [0, 1).
+    eps : float
+        Denominator offset (> 0).
+    maximize : bool
+        Ascend (True) or descend (False) the objective whose gradient is passed.
+
+    Attributes
+    ----------
+    t : int
+        Number of dense steps taken.
+    counts : ndarray of int64 or None
+        Per-row step counts of :meth:`step_rows` (allocated on first use).
+    finite : bool
+        Whether every gradient entry of the last step was finite (checked in the same pass as the update; when it
+        is False the step's output is meaningless and the caller should discard it).
+
+    Examples
+    --------
+    Minimise (p − 3)²:
+
+    >>> import numpy as np
+    >>> from avicore.optim import Adam
+    >>> p, opt = np.zeros(1), Adam(1, lr=0.1)
+    >>> for _ in range(500):
+    ...     p = opt.step(p, 2.0 * (p - 3.0))
+    >>> round(float(p[0]), 3)
+    3.0
+    """
+
+    def __init__(self, shape: int | tuple[int, ...], *, lr: float, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8, maximize: bool = False) -> None:
+        self.lr = check_scalar(lr, "lr", positive=True)
+        self.beta1 = check_scalar(beta1, "beta1", non_negative=True)
+        self.beta2 = check_scalar(beta2, "beta2", non_negative=True)
+        for name, b in (("beta1", self.beta1), ("beta2", self.beta2)):
+            if b >= 1.0:
+                raise ValueError(f"{name} must be < 1; got {b}.")
+        self.eps = check_scalar(eps, "eps", positive=True)
+        self.sign = 1.0 if maximize else -1.0
+        self.m = np.zeros(shape)
+        self.v = np.zeros(shape)
+        self.t = 0
+        self.counts: np.ndarray | None = None
+        self.finite = True
+        self._cy = _compiled()
+
+    def step(self, params: np.ndarray, grad: np.ndarray, *, out: np.ndarray | None = None, scale: float = 1.0,
+             offset: float = 0.0) -> np.ndarray:
+        """One dense step; returns the new parameters (written to ``out``, which may be ``params``).
+
+        Parameters
+        ----------
+        params, grad : ndarray of the optimizer's shape, float64, C-contiguous
+            Current parameters and the gradient (of ``scale``·objective + ``offset``·Σ params).
+        out : ndarray, optional
+            Where to write the new parameters (default: a new array). ``params`` is left unchanged unless ``out``
+            is ``params``.
+        scale, offset : float
+            The gradient used is ``scale * grad + offset``.
+        """
+        self.t += 1
+        if out is None:
+            out = np.empty_like(params)
+        step = self.sign * self.lr / (1.0 - self.beta1 ** self.t)
+        sqrt_bc2 = math.sqrt(1.0 - self.beta2 ** self.t)
+        if self._cy is not None:
+            bad = self._cy.cy_adam_dense(params.reshape(-1), grad.reshape(-1), self.m.reshape(-1),
+                                         self.v.reshape(-1), out.reshape(-1), step, self.beta1, self.beta2, sqrt_bc2,
+                                         self.eps, scale, offset, _config.get_num_threads())
+            self.finite = bad == 0
+            return out
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite input is reported by ``finite``
+            g = scale * grad + offset
+            self.finite = all_finite(g)
+            self.m *= self.beta1
+            self.m += (1.0 - self.beta1) * g
+            self.v *= self.beta2
+            self.v += (1.0 - self.beta2) * g * g
+            np.add(params, step * self.m / (np.sqrt(self.v) / sqrt_bc2 + self.eps), out=out)
+        return out
+
+    def step_rows(self, params: np.ndarray, grad: np.ndarray, rows: np.ndarray, *, scale: float = 1.0,
+                  offset: float = 0.0) -> None:
+        """Lazy step of the rows ``rows`` of a 2-D ``params``, in place.
+
+        Parameters
+        ----------
+        params : ndarray of shape (n_rows, k)
+            All rows (updated in place where listed).
+        grad : ndarray of shape (len(rows), k)
+            The gradient of each listed row.
+        rows : ndarray of int64
+            Distinct row indices.
+        scale, offset : float
+            The gradient used is ``scale * grad + offset``.
+        """
+        if self.counts is None:
+            self.counts = np.zeros(params.shape[0], dtype=np.int64)
+        self.counts[rows] += 1
+        if self._cy is not None:
+            bad = self._cy.cy_adam_rows(params, grad, self.m, self.v, rows, self.counts, self.sign * self.lr,
+                                        self.beta1, self.beta2, self.eps, scale, offset, _config.get_num_threads())
+            self.finite = bad == 0
+            return
+        t = self.counts[rows].astype(np.float64)[:, None]
+        step = self.sign * self.lr / (1.0 - self.beta1 ** t)
+        sqrt_bc2 = np.sqrt(1.0 - self.beta2 ** t)
+        with np.errstate(over="ignore", invalid="ignore"):
+            g = scale * grad + offset
+            self.finite = all_finite(g)
+            m = self.beta1 * self.m[rows] + (1.0 - self.beta1) * g
+            v = self.beta2 * self.v[rows] + (1.0 - self.beta2) * g * g
+            self.m[rows] = m
+            self.v[rows] = v
+            params[rows] += step * m / (np.sqrt(v) / sqrt_bc2 + self.eps)
+
+
+def exponential_decay(start: float, stop: float, n_steps: int) -> Callable[[int], float]:
+    """A learning-rate schedule falling geometrically from ``start`` (step 0) to ``stop`` (step n_steps − 1).
+
+    Pass it as ``lr=`` to :meth:`avicore.FVI.fit` / :meth:`avicore.AVI.fit`. A constant learning rate leaves
+    Monte-Carlo jitter of order lr in the parameters; decaying it lets the iterates settle at the optimum.
+
+    Parameters
+    ----------
+    start, stop : float
+        First and last learning rates (> 0).
+    n_steps : int
+        Number of steps of the decay (>= 1); later steps keep ``stop``.
+
+    Returns
+    -------
+    callable
+        ``schedule(step) -> float``.
+
+    Examples
+    --------
+    >>> from avicore.optim import exponential_decay
+    >>> lr = exponential_decay(0.1, 0.001, 3)
+    >>> [round(lr(t), 6) for t in range(4)]
+    [0.1, 0.01, 0.001, 0.001]
+    """
+    start = check_scalar(start, "start", positive=True)
+    stop = check_scalar(stop, "stop", positive=True)
+    n_steps = check_int(n_steps, "n_steps", minimum=1)
+    rate = math.log(stop / start) / max(1, n_steps - 1)
+
+    def schedule(step: int) -> float:
+        return start * math.exp(rate * min(step, n_steps - 1))
+
+    return schedule
+
+
+class ConvergenceMonitor:
+    """Records per-iteration ELBO estimates and tests relative convergence of their running mean.
+
+    Parameters
+    ----------
+    n_iter : int
+        Maximum number of values recorded.
+    tol : float or None
+        Converged when |mean(last window) − mean(previous window)| ≤ tol · |mean(last window)|. ``None``: never.
+    window : int
+        Iterations per running-mean window (>= 1). The test needs 2·window recorded values.
+
+    Examples
+    --------
+    >>> from avicore.optim import ConvergenceMonitor
+    >>> mon = ConvergenceMonitor(1000, tol=1e-3, window=10)
+    >>> [mon.record(-100.0) for _ in range(20)][-1]
+    True
+    """
+
+    def __init__(self, n_iter: int, tol: float | None = None, window: int = 100) -> None:
+        self.n_iter = check_int(n_iter, "n_iter", minimum=1)
+        self.tol = None if tol is None else check_scalar(tol, "tol", positive=True)
+        self.window = check_int(window, "window", minimum=1)
+        self._values = np.empty(self.n_iter)
+        self._csum = np.zeros(self.n_iter + 1)
+        self.count = 0
+
+    def record(self, value: float) -> bool:
+        """Append one value; True when the convergence test passes."""
+        i = self.count
+        self._values[i] = value
+        self._csum[i + 1] = self._csum[i] + value
+        self.count = i + 1
+        if self.tol is None or self.count < 2 * self.window:
+            return False
+        last = self.running_mean()
+        prev = (self._csum[self.count - self.window] - self._csum[self.count - 2 * self.window]) / self.window
+        return bool(abs(last - prev) <= self.tol * abs(last))
+
+    def running_mean(self) -> float:
+        """Mean of the last ``window`` values (of all values when fewer were recorded); NaN before any."""
+        if self.count == 0:
+            return math.nan
+        w = min(self.window, self.count)
+        return float((self._csum[self.count] - self._csum[self.count - w]) / w)
+
+    @property
+    def trace(self) -> np.ndarray:
+        """The recorded values, a copy of length ``count``."""
+        return self._values[:self.count].copy()

@@ -1,0 +1,154 @@
+"""Expected log-likelihoods under Gaussian factors, with gradients: E_{N(m, v)}[log p(y | f)].
+
+The workhorse of variational inference in latent Gaussian models (Gaussian processes with non-Gaussian
+likelihoods): for each point the expectation, and its derivatives in the mean and the variance of q(f), in
+closed form where one exists (Gaussian, Poisson with log link) and by Gauss–Hermite quadrature otherwise
+(Bernoulli logit/probit, Student-t), on the numpy, cython, numba or cuda backend.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._validate import as_float_array, check_int
+
+__all__ = ["ExpectedLogLik", "expected_log_lik", "gauss_hermite"]
+
+#: Largest number of Gauss–Hermite nodes (numpy's node/weight computation loses the weights beyond ~300).
+MAX_POINTS = 256
+
+
+@dataclass(frozen=True)
+class ExpectedLogLik:
+    """E_q[log p(yₙ | fₙ)] per point under q(fₙ) = N(meanₙ, varₙ), and its gradients.
+
+    Attributes
+    ----------
+    value : ndarray of shape (n,)
+        E_q[log p(yₙ | fₙ)].
+    grad_mean : ndarray of shape (n,)
+        ∂ value / ∂ meanₙ = E_q[∂/∂f log p(yₙ | f)].
+    grad_var : ndarray of shape (n,)
+        ∂ value / ∂ varₙ = ½ E_q[∂²/∂f² log p(yₙ | f)].
+    """
+
+    value: np.ndarray
+    grad_mean: np.ndarray
+    grad_var: np.ndarray
+
+
+@functools.lru_cache(maxsize=32)
+def _gauss_hermite_cached(n_points: int) -> tuple[np.ndarray, np.ndarray]:
+    nodes, weights = np.polynomial.hermite_e.hermegauss(n_points)
+    weights = weights / weights.sum()
+    nodes = np.ascontiguousarray(nodes, dtype=np.float64)
+    weights = np.ascontiguousarray(weights, dtype=np.float64)
+    nodes.setflags(write=False)
+    weights.setflags(write=False)
+    return nodes, weights
+
+
+def gauss_hermite(n_points: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilists' Gauss–Hermite rule for the standard normal: E[h(x)] ≈ Σᵢ wᵢ h(xᵢ).
+
+    Parameters
+    ----------
+    n_points : int
+        Number of nodes K, 1 ≤ K ≤ 256. The rule is exact for polynomials of degree ≤ 2K − 1.
+
+    Returns
+    -------
+    nodes : ndarray of shape (n_points,)
+        The nodes xᵢ (roots of the Hermite polynomial He_K), ascending. Read-only (cached).
+    weights : ndarray of shape (n_points,)
+        Positive weights summing to 1. Read-only (cached).
+
+    Examples
+    --------
+    >>> from avicore.quadrature import gauss_hermite
+    >>> x, w = gauss_hermite(5)
+    >>> round(float((w * x**4).sum()), 12)  # E[x⁴] = 3
+    3.0
+    """
+    n_points = check_int(n_points, "n_points", minimum=1, maximum=MAX_POINTS)
+    return _gauss_hermite_cached(n_points)
+
+
+def expected_log_lik(likelihood: object, y: object, mean: object, var: object, *, n_points: int = 20,
+                     backend: str = "auto") -> ExpectedLogLik:
+    """E_{N(mean, var)}[log p(y | f)] for each point, and its gradients in the mean and the variance.
+
+    Parameters
+    ----------
+    likelihood : avicore.gp.likelihoods.Likelihood
+        ``Gaussian(noise)``, ``Poisson()``, ``Bernoulli(link)`` or ``StudentT(df, scale)``.
+    y : array-like of shape (n,)
+        Observations, in the likelihood's support (Bernoulli: 0/1; Poisson: non-negative integers).
+    mean : array-like of shape (n,)
+        Means of the Gaussian factors q(fₙ) (finite).
+    var : array-like of shape (n,)
+        Variances of q(fₙ) (finite, ≥ 0; 0 evaluates log p(y | mean)).
+    n_points : int
+        Gauss–Hermite nodes, 1 ≤ n_points ≤ 256 (ignored by the closed forms: Gaussian, Poisson).
+    backend : {"auto", "numpy", "cython", "numba", "cuda"}
+        Where to compute (see :func:`avicore.backends.resolve`).
+
+    Returns
+    -------
+    ExpectedLogLik
+        ``value``, ``grad_mean``, ``grad_var``, each float64 of shape (n,).
+
+    Raises
+    ------
+    TypeError
+        If ``likelihood`` is not an avicore likelihood, or an array is not numeric.
+    ValueError
+        If the arrays are not 1-D of one length, hold NaN/inf, ``var`` is negative, ``y`` is outside the
+        support, or ``n_points``/``backend`` is invalid.
+    RuntimeError
+        If the requested backend is unavailable here.
+
+    Notes
+    -----
+    Closed forms: Gaussian, E = −½ log(2πσ²) − ((y − m)² + v)/(2σ²); Poisson with log link,
+    E = y m − exp(m + v/2) − log y! (−inf, never NaN, once exp(m + v/2) exceeds the float64 range).
+    Otherwise E ≈ Σᵢ wᵢ g(m + √v xᵢ), ∂E/∂m ≈ Σᵢ wᵢ g'(·), ∂E/∂v ≈ ½ Σᵢ wᵢ g''(·) with the analytic derivatives
+    of g = log p(y | ·), evaluated without overflow for any mean (log-sigmoid through softplus, the probit
+    through erfc and, in the far tail, a continued fraction for the Mills ratio). The gradients are those of
+    the quadrature rule itself only up to quadrature error. Cost: O(n · K); the compiled backends make
+    one pass over the points, in parallel, with no (N, K) temporaries.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from avicore.gp.likelihoods import Bernoulli
+    >>> from avicore.quadrature import expected_log_lik
+    >>> res = expected_log_lik(Bernoulli("logit"), [1.0, 0.0], [0.0, 0.0], [0.0, 1.0], backend="numpy")
+    >>> bool(np.isclose(res.value[0], np.log(0.5)))
+    True
+    """
+    from .gp.likelihoods import Likelihood
+
+    if not isinstance(likelihood, Likelihood):
+        raise TypeError(f"likelihood must be an avicore.gp.likelihoods.Likelihood (Gaussian, Poisson, Bernoulli, "
+                        f"StudentT); got {type(likelihood).__name__}.")
+    y_arr = likelihood.check_y(y, "y")
+    n = y_arr.shape[0]
+    mean_arr = as_float_array(mean, "mean", ndim=1)
+    var_arr = as_float_array(var, "var", ndim=1)
+    for name, arr in (("mean", mean_arr), ("var", var_arr)):
+        if arr.shape[0] != n:
+            raise ValueError(f"{name} must have the length of y ({n}); got length {arr.shape[0]}.")
+    if (var_arr < 0).any():
+        i = int(np.argmax(var_arr < 0))
+        raise ValueError(f"var must be >= 0 (variances); got {float(var_arr[i])!r} at index {i}.")
+    nodes, weights = gauss_hermite(n_points)
+
+    from .kernels.quadrature import run_expected_log_lik
+
+    value, grad_mean, grad_var = run_expected_log_lik(likelihood._code, likelihood._kernel_params(), y_arr,
+                                                      mean_arr, var_arr, nodes, weights, backend)
+    return ExpectedLogLik(value, grad_mean, grad_var)

@@ -1,0 +1,163 @@
+# cython: language_level=3
+"""Fused reparameterised ELBO-gradient pass for the built-in hierarchical models (avicore._cy.elbo).
+
+The same computation as avicore/kernels/elbo.py (read its docstring for the maths, the model ids and the parameter
+vectors): one pass over the rows, parallel over fixed-size chunks of rows (prange, dynamic schedule), ε drawn on the
+fly from the counter generator of _counter_normal.pxd, no N × S temporaries. Each chunk writes its own partial sums
+of log_joint and grad_global; the caller adds them in chunk order, so results do not depend on the thread count.
+The built-in models are scalar (latent, global and observation dimension 1: the dispatcher guarantees it), and
+the chunk loop is written for them: per-row constants (the row key, exp(log_scale), x, mean) are hoisted out of
+the sample loop and everything stays in registers. The row keys and exp(log_scale) (the branch-free fast_exp of
+_fast_exp.pxd, within a few ulp of libm) come from a first, vectorisable pass over the chunk. Vector-valued user
+models run the generic Numba loop.
+"""
+
+from cython.parallel cimport prange
+from libc.math cimport cos, exp, sin
+from libc.stdint cimport int64_t, uint64_t
+
+from _counter_normal cimport cn_first_hash, cn_normal, cn_row_key
+from _counter_rng cimport cr_mix64
+from _fast_exp cimport fast_exp, fast_exp_checked
+
+cdef enum:
+    MODEL_LINEAR = 0
+    MODEL_NONLINEAR = 1
+    MAX_CHUNK = 4096   # rows per chunk (avicore.kernels.elbo.chunk_rows never exceeds it)
+
+MAX_CHUNK_ROWS = MAX_CHUNK
+
+
+cdef inline double _linear(const double* p, const double* x, const double* z, const double* th, double* gz,
+                           double* gt) noexcept nogil:
+    """log p(z, x | θ) of the linear model, p = (τ, 1/σ², −log 2π − log σ); writes ∂z and ∂θ."""
+    cdef double r = x[0] - th[0] - p[0] * z[0]
+    cdef double t = p[1] * r
+    gz[0] = p[0] * t - z[0]
+    gt[0] = t
+    return p[2] - 0.5 * z[0] * z[0] - 0.5 * r * t
+
+
+cdef inline double _nonlinear(const double* p, const double* x, const double* z, const double* th, double* gz,
+                              double* gt) noexcept nogil:
+    """log p(z, x | θ) of the nonlinear model, p = (−log 2π,); writes ∂z and ∂θ."""
+    cdef double zz = z[0]
+    cdef double sz = sin(zz)
+    cdef double cz = cos(zz)
+    cdef double w = fast_exp(-2.0 * cz)  # argument in [-2, 2]
+    cdef double r = x[0] - th[0] - zz - zz * sz
+    cdef double wr = w * r
+    gz[0] = -zz + sz + wr * (1.0 + sz + zz * cz) - wr * r * sz
+    gt[0] = wr
+    return p[0] - cz - 0.5 * zz * zz - 0.5 * wr * r
+
+
+cdef void _local_terms_chunk(int model, const double* params, const double* x, const double* mean,
+                             const double* log_scale, const double* theta, Py_ssize_t n_samples, uint64_t key,
+                             const int64_t* index, Py_ssize_t n0, Py_ssize_t n1, double* lj, double* gg,
+                             double* grad_mean, double* grad_log_scale) noexcept nogil:
+    """Rows n0 ≤ n < n1 (at most MAX_CHUNK) of a scalar model: per-row gradients, and the chunk's sums into
+    lj (S,) and gg (S,)."""
+    cdef Py_ssize_t n, s
+    cdef uint64_t row
+    cdef uint64_t rows[MAX_CHUNK]
+    cdef double e, lp, z, gz, gt, scale, acc_m, acc_ls, xn, mn, ls
+    cdef double inv_s = 1.0 / n_samples
+    for s in range(n_samples):
+        lj[s] = 0.0
+        gg[s] = 0.0
+    # Per-row constants first, in a loop the compiler vectorises: exp(log_scale) (kept in grad_log_scale until the
+    # row is done) and the row keys.
+    for n in range(n0, n1):
+        grad_log_scale[n] = fast_exp(log_scale[n])
+        rows[n - n0] = cn_row_key(key, index[n])
+    for n in range(n0, n1):
+        row = rows[n - n0]
+        ls = log_scale[n]
+        scale = grad_log_scale[n] if -708.0 <= ls <= 709.0 else exp(ls)
+        xn = x[n]
+        mn = mean[n]
+        acc_m = 0.0
+        acc_ls = 0.0
+        for s in range(n_samples):
+            e = cn_normal(row, s)
+            z = mn + scale * e
+            if model == MODEL_LINEAR:
+                lp = _linear(params, &xn, &z, theta + s, &gz, &gt)
+            else:
+                lp = _nonlinear(params, &xn, &z, theta + s, &gz, &gt)
+            lj[s] += lp
+            gg[s] += gt
+            acc_m += gz
+            acc_ls += gz * e
+        grad_mean[n] = acc_m * inv_s
+        grad_log_scale[n] = acc_ls * inv_s * scale
+
+
+def cy_local_terms(int model, const double[::1] params, const double[:, ::1] x, const double[:, ::1] mean,
+                   const double[:, ::1] log_scale, const double[:, ::1] theta, uint64_t key,
+                   const int64_t[::1] index, Py_ssize_t chunk, double[:, ::1] part, double[:, ::1] grad_mean,
+                   double[:, ::1] grad_log_scale, int num_threads):
+    """Fill the per-chunk partials (rows of ``part``: [log_joint (S) | grad_global (S) | padding]) and the
+    per-row gradients.
+
+    Inputs are validated by the caller: rows of x/mean/log_scale/index/grad_* agree, n_chunks = ceil(rows/chunk),
+    every dimension is 1, model ∈ {0, 1}.
+    """
+    cdef Py_ssize_t n_rows = mean.shape[0]
+    cdef Py_ssize_t n_samples = theta.shape[0]
+    cdef Py_ssize_t n_chunks = part.shape[0]
+    cdef Py_ssize_t stride = part.shape[1]
+    cdef Py_ssize_t c, n1
+    cdef const double* p_params = &params[0]
+    cdef const double* p_x = &x[0, 0]
+    cdef const double* p_mean = &mean[0, 0]
+    cdef const double* p_ls = &log_scale[0, 0]
+    cdef const double* p_theta = &theta[0, 0]
+    cdef const int64_t* p_index = &index[0]
+    cdef double* p_part = &part[0, 0]
+    cdef double* p_gm = &grad_mean[0, 0]
+    cdef double* p_gls = &grad_log_scale[0, 0]
+    for c in prange(n_chunks, nogil=True, schedule="dynamic", num_threads=num_threads):
+        n1 = (c + 1) * chunk
+        if n1 > n_rows:
+            n1 = n_rows
+        _local_terms_chunk(model, p_params, p_x, p_mean, p_ls, p_theta, n_samples, key, p_index, c * chunk, n1,
+                           p_part + c * stride, p_part + c * stride + n_samples, p_gm, p_gls)
+
+
+def cy_counter_normals(uint64_t key, const int64_t[::1] index, Py_ssize_t n_samples, Py_ssize_t dim,
+                       double[:, :, ::1] out):
+    """ε[n, s, j] for the rows ``index`` of one stream key (tests compare it with the NumPy generator)."""
+    cdef Py_ssize_t n, s, j
+    cdef uint64_t row
+    with nogil:
+        for n in range(index.shape[0]):
+            row = cn_row_key(key, index[n])
+            for s in range(n_samples):
+                for j in range(dim):
+                    out[n, s, j] = cn_normal(row, s * dim + j)
+
+
+def cy_counter_first_hashes(uint64_t key, const int64_t[::1] index, uint64_t[:, ::1] out):
+    """The first hash h₀ of every (row, counter) (tests check bit-equality with the NumPy generator)."""
+    cdef Py_ssize_t n, c
+    cdef uint64_t row
+    with nogil:
+        for n in range(index.shape[0]):
+            row = cn_row_key(key, index[n])
+            for c in range(out.shape[1]):
+                out[n, c] = cn_first_hash(row, c)
+
+
+def cy_mix64(uint64_t z):
+    """The 64-bit mixer (tests check it against avicore.kernels._counter_rng)."""
+    return cr_mix64(z)
+
+
+def cy_fast_exp(const double[::1] x, double[::1] out):
+    """fast_exp_checked elementwise (tests compare it with NumPy's exp)."""
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(x.shape[0]):
+            out[i] = fast_exp_checked(x[i])
