@@ -380,11 +380,33 @@ def _kernels():
     # ----- forward-backward in log space (sequences the scaled pass flagged) -----
 
     @cuda.jit(device=True)
+    def _block_logsumexp(red, vec, off, n, tid, n_threads):
+        """log sum_k exp(vec[off + k]) over k < n, for every thread of the block (-inf when all are -inf)."""
+        local_max = neg_inf
+        for k in range(tid, n, n_threads):
+            if vec[off + k] > local_max:
+                local_max = vec[off + k]
+        mx = _block_max(red, local_max, tid, n_threads)
+        if mx == neg_inf:
+            return neg_inf
+        local_sum = 0.0
+        for k in range(tid, n, n_threads):
+            x = vec[off + k]
+            if x > neg_inf:
+                local_sum += math.exp(x - mx)
+        return mx + math.log(_block_sum(red, local_sum, tid, n_threads))
+
+    @cuda.jit(device=True)
     def _log_forward(log_lik, log_trans, log_start, begin, end, alpha, sh, tid, n_threads):
-        """Log-space forward pass (alpha holds log alpha); returns log p(x)."""
+        """Log-space forward pass normalised every step (alpha = log alpha_t - log p(x_1..t)); returns log p(x).
+
+        Normalising each step keeps the log-alphas near 0, so a long sequence loses no precision to large
+        magnitudes (the CPU backends' recursion, kernels/hmm.py).
+        """
         K = log_lik.shape[1]
         Ku = np.uint64(K)
         red = sh[2 * K:2 * K + n_threads]
+        total = 0.0
         for row in range(begin, end):
             cur = (row - begin) % 2
             nxt = 1 - cur
@@ -393,24 +415,18 @@ def _kernels():
                     s = log_start[j]
                 else:
                     s = _log_dot_column(sh, np.uint64(cur * K), log_trans, np.uint64(j), Ku)
-                la = log_lik[row, j] + s
+                sh[nxt * K + j] = log_lik[row, j] + s
+            cuda.syncthreads()
+            c = _block_logsumexp(red, sh, nxt * K, K, tid, n_threads)
+            if c == neg_inf:  # every thread sees the same c: no possible path
+                return neg_inf
+            for j in range(tid, K, n_threads):
+                la = sh[nxt * K + j] - c
                 sh[nxt * K + j] = la
                 alpha[row, j] = la
+            total += c
             cuda.syncthreads()
-        off = ((end - begin) % 2) * K
-        local_max = neg_inf
-        for j in range(tid, K, n_threads):
-            if sh[off + j] > local_max:
-                local_max = sh[off + j]
-        mx = _block_max(red, local_max, tid, n_threads)
-        if mx == neg_inf:
-            return neg_inf
-        local_sum = 0.0
-        for j in range(tid, K, n_threads):
-            x = sh[off + j]
-            if x > neg_inf:
-                local_sum += math.exp(x - mx)
-        return mx + math.log(_block_sum(red, local_sum, tid, n_threads))
+        return total
 
     @cuda.jit
     def _fb_log_kernel(log_lik, log_trans, log_trans_t, log_start, offsets, ids, post, loglik, counts, backward):
@@ -437,25 +453,46 @@ def _kernels():
                     for j in range(tid, K, n_threads):
                         post[row, j] = 0.0
                 continue
-            # Backward: sh[cur*K + j] holds log_lik[t+1, j] + log beta_{t+1}[j].
+            # Backward with normalised betas: sh[cur*K + j] holds log_lik[t+1, j] + log beta_{t+1}[j] - D_{t+1}
+            # (D any per-step constant); the step's own normaliser Z_t = logsumexp_i(log alpha_t[i] + log beta_t[i])
+            # turns both the posteriors and the transition counts into probabilities.
+            red = sh[2 * K:2 * K + n_threads]
             last = end - 1
             for i in range(tid, K, n_threads):
                 sh[i] = log_lik[last, i]
-                post[last, i] = math.exp(post[last, i] - total)
+                post[last, i] = math.exp(post[last, i])  # the normalised filter at the last step is the posterior
             cuda.syncthreads()
             cur = 0
             for row in range(last - 1, begin - 1, -1):
                 nxt = 1 - cur
+                local_max = neg_inf
+                for i in range(tid, K, n_threads):
+                    lb = _log_dot_column(sh, np.uint64(cur * K), log_trans_t, np.uint64(i), Ku)
+                    sh[nxt * K + i] = lb
+                    if post[row, i] + lb > local_max:
+                        local_max = post[row, i] + lb
+                mx = _block_max(red, local_max, tid, n_threads)
+                local_sum = 0.0
+                for i in range(tid, K, n_threads):
+                    x = post[row, i] + sh[nxt * K + i]
+                    if x > neg_inf:
+                        local_sum += math.exp(x - mx)
+                z = mx + math.log(_block_sum(red, local_sum, tid, n_threads))
                 for i in range(tid, K, n_threads):
                     la = post[row, i]
-                    lb = _log_dot_column(sh, np.uint64(cur * K), log_trans_t, np.uint64(i), Ku)
+                    lb = sh[nxt * K + i]
                     gamma = 0.0
                     if la > neg_inf:
-                        gamma = math.exp(la + lb - total)
+                        gamma = math.exp(la + lb - z)
                         _log_outer(sh, np.uint64(cur * K), log_trans_t, np.uint64(i), Ku, counts, counts_off,
-                                   la - total)
+                                   la - z)
                     post[row, i] = gamma
                     sh[nxt * K + i] = log_lik[row, i] + lb
+                cuda.syncthreads()
+                d = _block_logsumexp(red, sh, nxt * K, K, tid, n_threads)
+                if d > neg_inf:
+                    for i in range(tid, K, n_threads):
+                        sh[nxt * K + i] -= d
                 cuda.syncthreads()
                 cur = nxt
 
