@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._validate import as_float_array, check_int, check_random_state, check_scalar
+from ._priors import draw_theta, flat_or_normal_log_prior
 from .base import LatentVariableModel, LocalTerms, SimulatedData
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -130,11 +131,7 @@ class HierarchicalModel(LatentVariableModel):
         -0.25
         """
         theta = as_float_array(theta, "theta", shape=(None, self.global_dim))
-        if self.theta_prior_scale is None:
-            return np.zeros(theta.shape[0]), np.zeros_like(theta)
-        s2 = self.theta_prior_scale ** 2
-        value = (-0.5 * theta ** 2 / s2 - 0.5 * _LOG_2PI - math.log(self.theta_prior_scale)).sum(axis=1)
-        return value, -theta / s2
+        return flat_or_normal_log_prior(theta, self.theta_prior_scale)
 
     # -- data -----------------------------------------------------------------------------------------------
     def simulate(self, n: int, seed: int | np.random.Generator | None = None, *,
@@ -164,12 +161,7 @@ class HierarchicalModel(LatentVariableModel):
         """
         n = check_int(n, "n", minimum=1)
         rng = check_random_state(seed)
-        if theta is not None:
-            th = check_scalar(theta, "theta")
-        elif self.theta_prior_scale is not None:
-            th = float(rng.normal(0.0, self.theta_prior_scale))
-        else:
-            th = 0.0
+        th = draw_theta(rng, theta, self.theta_prior_scale)
         z = rng.standard_normal((n, 1))
         x = self._sample_x(rng, z, th)
         return SimulatedData(x=x, z=z, theta=np.array([th]))

@@ -25,6 +25,7 @@ import math
 import numpy as np
 
 from .._validate import as_float_array, check_int, check_random_state, check_scalar
+from ._priors import draw_theta, flat_or_normal_log_prior
 from .base import LatentVariableModel, LocalTerms, SimulatedData
 from .hierarchical import FVIOptimum, check_local_inputs
 from .state_space import check_whole_sequence
@@ -96,12 +97,7 @@ class SawTimeSeries(LatentVariableModel):
         """
         n = check_int(n, "n", minimum=1)
         rng = check_random_state(seed)
-        if theta is not None:
-            th = check_scalar(theta, "theta")
-        elif self.theta_prior_scale is not None:
-            th = float(rng.normal(0.0, self.theta_prior_scale))
-        else:
-            th = 0.0
+        th = draw_theta(rng, theta, self.theta_prior_scale)
         eps_z = rng.standard_normal(n)
         eps_x = rng.standard_normal(n)
         x = np.empty(n)
@@ -117,11 +113,7 @@ class SawTimeSeries(LatentVariableModel):
     def log_prior_global(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """log p(θ) and its gradient per row of ``theta`` (S, 1): 0 for the flat prior, else N(0, s²)."""
         theta = as_float_array(theta, "theta", shape=(None, 1))
-        if self.theta_prior_scale is None:
-            return np.zeros(theta.shape[0]), np.zeros_like(theta)
-        s2 = self.theta_prior_scale ** 2
-        value = (-0.5 * theta ** 2 / s2 - 0.5 * _LOG_2PI - math.log(self.theta_prior_scale)).sum(axis=1)
-        return value, -theta / s2
+        return flat_or_normal_log_prior(theta, self.theta_prior_scale)
 
     # -- the Monte-Carlo pass -------------------------------------------------------------------------------
     def local_terms(self, x: np.ndarray, mean: np.ndarray, log_scale: np.ndarray, theta: np.ndarray, *,
