@@ -1,0 +1,52 @@
+"""Command line: ``python -m avicore.experiments LIST`` or ``python -m avicore.experiments NAME [options]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ._runner import REGISTRY, run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m avicore.experiments",
+        description="Reproduce the findings of Margossian & Blei, 'Amortized Variational Inference: When and Why?'.")
+    parser.add_argument("name", help="experiment name, or LIST to list them")
+    parser.add_argument("--quick", action="store_true", help="small sizes, under a minute (what the tests run)")
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the experiment's)")
+    parser.add_argument("--out", default=None, help="output directory (default experiments-out/NAME[-quick])")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-figures", action="store_true", help="numbers only, no PNG figures")
+    args, extra = parser.parse_known_args(argv)
+    if args.name.upper() == "LIST":
+        width = max(len(n) for n in REGISTRY) if REGISTRY else 0
+        for exp in REGISTRY.values():
+            print(f"{exp.name:<{width}}  {exp.description}")
+        return 0
+    if args.name not in REGISTRY:
+        parser.error(f"experiment must be one of {tuple(REGISTRY)} or LIST; got {args.name!r}")
+    overrides = _experiment_options(args.name, extra, parser)
+    try:
+        run(args.name, quick=args.quick, seeds=args.seeds, out=args.out, progress=not args.no_progress,
+            figures=not args.no_figures, config_overrides=overrides or None)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _experiment_options(name: str, extra: list[str], parser: argparse.ArgumentParser) -> dict:
+    """Options an experiment adds to the command line (its module's ``add_arguments(parser)``, if any)."""
+    module = REGISTRY[name].load()
+    if not hasattr(module, "add_arguments"):
+        if extra:
+            parser.error(f"unrecognized arguments for {name!r}: {' '.join(extra)}")
+        return {}
+    sub = argparse.ArgumentParser(prog=f"python -m avicore.experiments {name}")
+    module.add_arguments(sub)
+    ns = sub.parse_args(extra)
+    return {k: v for k, v in vars(ns).items() if v is not None}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Experiment registry and runner: seeds, incremental results.json, resumable runs, the summary table.
+
+An experiment is a module in ``avicore.experiments`` registered with :func:`register`. It defines
+
+- ``config(quick: bool) -> dict``: the sizes and settings (``--quick`` ones finish in under a minute);
+- ``run_seed(config: dict, seed: int, progress: bool) -> dict``: one seed's numbers (JSON-serialisable);
+- ``summarize(config: dict, seeds: list[dict]) -> dict``: aggregate numbers and the findings checked;
+- ``table(summary: dict) -> str``: a printable table;
+- ``figures(config, seeds, summary, out_dir) -> list[str]``: PNG files written (matplotlib imported inside).
+
+The runner writes ``results.json`` after every finished seed, so an interrupted run keeps the seeds it finished, and
+a rerun with the same ``--out`` continues from them when the configuration is unchanged.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+RESULTS_FILE = "results.json"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A registered experiment: its CLI name, the module implementing it and a one-line description."""
+
+    name: str
+    module: str
+    description: str
+
+    def load(self) -> ModuleType:
+        return importlib.import_module(f"avicore.experiments.{self.module}")
+
+
+REGISTRY: dict[str, Experiment] = {}
+
+
+def register(name: str, module: str, description: str) -> None:
+    """Add an experiment to the registry (called at import of :mod:`avicore.experiments`)."""
+    REGISTRY[name] = Experiment(name, module, description)
+
+
+def get(name: str) -> Experiment:
+    """The experiment called ``name``; an unknown name lists the valid ones."""
+    if name not in REGISTRY:
+        raise ValueError(f"experiment must be one of {tuple(REGISTRY)}; got {name!r}.")
+    return REGISTRY[name]
+
+
+def _jsonable(obj: Any) -> Any:
+    """Convert numpy scalars/arrays and non-finite floats into JSON-safe values (inf/nan as strings)."""
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    return obj
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Write atomically (temporary file + rename) so an interruption never leaves a truncated results.json."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(_jsonable(payload), indent=2, allow_nan=False))
+    tmp.replace(path)
+
+
+def run(name: str, *, quick: bool = False, seeds: int | None = None, out: str | Path | None = None,
+        progress: bool = True, figures: bool = True, config_overrides: dict | None = None,
+        log: Callable[[str], None] = print) -> dict:
+    """Run experiment ``name`` for ``seeds`` seeds and write ``results.json`` (and figures) to ``out``.
+
+    Parameters
+    ----------
+    name : str
+        A registered experiment (``python -m avicore.experiments LIST`` shows them).
+    quick : bool
+        Small sizes (under a minute); what the tests run.
+    seeds : int, optional
+        Number of seeds (0, 1, …); default the experiment's own.
+    out : path, optional
+        Output directory (created); default ``experiments-out/<name>[-quick]``.
+    progress : bool
+        Progress bars for long fits.
+    figures : bool
+        Write PNG figures (needs matplotlib; without it, a message says so and the numbers are still written).
+    config_overrides : dict, optional
+        Replace entries of the experiment's configuration (tests use it to shrink runs further).
+
+    Returns
+    -------
+    dict
+        The content of ``results.json``: ``experiment``, ``config``, ``seeds`` (one dict per seed), ``summary``,
+        ``figures``, ``environment``.
+    """
+    from .. import _validate
+
+    experiment = get(name)
+    module = experiment.load()
+    config = dict(module.config(quick))
+    if config_overrides:
+        unknown = set(config_overrides) - set(config)
+        if unknown:
+            raise ValueError(f"config_overrides must name entries of the {name!r} configuration "
+                             f"{sorted(config)}; got {sorted(unknown)}.")
+        config.update(config_overrides)
+    n_seeds = _validate.check_int(seeds if seeds is not None else config.get("seeds", 1), "seeds", minimum=1)
+    config["seeds"] = n_seeds
+    out_dir = Path(out) if out is not None else Path("experiments-out") / (name + ("-quick" if quick else ""))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / RESULTS_FILE
+
+    payload: dict[str, Any] = {"experiment": name, "description": experiment.description, "quick": quick,
+                               "config": config, "seeds": [], "summary": None, "figures": [],
+                               "environment": _environment(), "complete": False}
+    if path.exists():
+        try:
+            previous = json.loads(path.read_text())
+        except (OSError, ValueError):
+            previous = None
+        if previous and previous.get("config") == _jsonable(config) and previous.get("experiment") == name:
+            payload["seeds"] = previous.get("seeds", [])[:n_seeds]
+            if payload["seeds"]:
+                log(f"resuming {name}: {len(payload['seeds'])} of {n_seeds} seeds already in {path}")
+
+    t0 = time.perf_counter()
+    try:
+        for seed in range(len(payload["seeds"]), n_seeds):
+            log(f"[{name}] seed {seed + 1}/{n_seeds}")
+            t_seed = time.perf_counter()
+            result = module.run_seed(config, seed, progress)
+            result = {"seed": seed, "seconds": time.perf_counter() - t_seed, **result}
+            payload["seeds"].append(_jsonable(result))
+            write_json(path, payload)
+    except KeyboardInterrupt:
+        write_json(path, payload)
+        log(f"interrupted: {len(payload['seeds'])} finished seed(s) kept in {path}")
+        raise
+    payload["summary"] = _jsonable(module.summarize(config, payload["seeds"]))
+    payload["complete"] = True
+    payload["seconds_total"] = time.perf_counter() - t0
+    if figures:
+        payload["figures"] = _figures(module, config, payload, out_dir, log)
+    write_json(path, payload)
+    log(module.table(payload["summary"]))
+    log(f"results written to {path}")
+    return payload
+
+
+def _figures(module: ModuleType, config: dict, payload: dict, out_dir: Path,
+             log: Callable[[str], None]) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+    except ImportError:
+        log("figures skipped: matplotlib is not installed (pip install 'avicore[plots]'); "
+            "the numbers are in results.json")
+        return []
+    files = module.figures(config, payload["seeds"], payload["summary"], out_dir)
+    return [str(Path(f).name) for f in files]
+
+
+def _environment() -> dict:
+    import numpy as np
+
+    from .. import __version__, _config
+
+    return {"avicore": __version__, "python": platform.python_version(), "numpy": np.__version__,
+            "machine": platform.machine(), "threads": _config.get_num_threads(), "argv": sys.argv}
