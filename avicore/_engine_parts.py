@@ -55,6 +55,17 @@ class GlobalNoise:
             self.first = step
         return self.values[step - self.first]
 
+    def draw(self, step: int, mu: np.ndarray, log_sd: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(θ (S, dim), η (S, dim), σ) with θ = μ + σ ⊙ η for this step; large factors (S · dim ≥ 2¹⁴, e.g. the
+        weights of a neural decoder) in one fused Numba pass (:mod:`avicore.kernels.global_draw`), same η."""
+        if self.n_samples * self.dim >= 1 << 14:
+            from .kernels.global_draw import draw_global
+
+            return draw_global(self.seed, step, mu, log_sd, self.n_samples)
+        sd = np.exp(log_sd)
+        eta = self(step)
+        return np.ascontiguousarray(mu + sd * eta), eta, sd
+
 
 class Progress:
     """A hand-written progress line on stderr: bar, iteration, running ELBO, speed (rate-limited redraws)."""

@@ -320,9 +320,7 @@ class _Engine:
                 if point:
                     theta = np.ascontiguousarray(np.broadcast_to(mu, (self.n_samples, d_theta)))
                 else:
-                    sd = np.exp(log_sd)
-                    eta = global_noise(t)
-                    theta = np.ascontiguousarray(mu + sd * eta)
+                    theta, eta, sd = global_noise.draw(t, mu, log_sd)
                 try:
                     if not all_finite(theta):
                         raise _Diverged
