@@ -6,24 +6,29 @@ vectors): one pass over the rows, parallel over fixed-size chunks of rows (prang
 fly from the counter generator of _counter_normal.pxd, no N × S temporaries. Each chunk writes its own partial sums
 of log_joint and grad_global; the caller adds them in chunk order, so results do not depend on the thread count.
 The built-in models are scalar (latent, global and observation dimension 1: the dispatcher guarantees it), and
-the chunk loop is written for them: per-row constants (the row key, exp(log_scale), x, mean) are hoisted out of
-the sample loop and everything stays in registers. The row keys and exp(log_scale) (the branch-free fast_exp of
-_fast_exp.pxd, within a few ulp of libm) come from a first, vectorisable pass over the chunk. Vector-valued user
-models run the generic Numba loop.
+the chunk loop is written for them: per-row constants (the row key, exp(log_scale), x, mean) come from a first,
+vectorisable pass over the chunk (exp by the branch-free fast_exp of _fast_exp.pxd, within a few ulp of libm).
+Each row then runs in blocks of EPS_BLOCK draws: the ziggurat's branch-free fast path over the block (the ~1.5 %
+it misses redone by cn_normal), the model over the block in a loop gcc vectorises — the nonlinear model's sin and
+cos come from the polynomial fast_sincos of _fast_sincos.pxd (within an ulp of libm; libm for |z| > 1e5) — and
+then the sums. Interleaving draws across SIMD lanes is what pays: the polynomials are long dependency chains.
+Vector-valued user models run the generic Numba loop.
 """
 
 from cython.parallel cimport prange
-from libc.math cimport cos, exp, sin
+from libc.math cimport cos, exp, fabs, sin
 from libc.stdint cimport int64_t, uint64_t
 
-from _counter_normal cimport cn_first_hash, cn_normal, cn_row_key
+from _counter_normal cimport cn_first_hash, cn_normal, cn_normal_fast, cn_row_key
 from _counter_rng cimport cr_mix64
 from _fast_exp cimport fast_exp, fast_exp_checked
+from _fast_sincos cimport fast_sincos, fast_sincos_checked
 
 cdef enum:
     MODEL_LINEAR = 0
     MODEL_NONLINEAR = 1
     MAX_CHUNK = 4096   # rows per chunk (avicore.kernels.elbo.chunk_rows never exceeds it)
+    EPS_BLOCK = 64     # draws of one row buffered at a time by the nonlinear model's blocked loop
 
 MAX_CHUNK_ROWS = MAX_CHUNK
 
@@ -38,18 +43,71 @@ cdef inline double _linear(const double* p, const double* x, const double* z, co
     return p[2] - 0.5 * z[0] * z[0] - 0.5 * r * t
 
 
-cdef inline double _nonlinear(const double* p, const double* x, const double* z, const double* th, double* gz,
-                              double* gt) noexcept nogil:
-    """log p(z, x | θ) of the nonlinear model, p = (−log 2π,); writes ∂z and ∂θ."""
+cdef inline double _nonlinear(const double* p, const double* x, const double* z, double sz, double cz,
+                              const double* th, double* gz, double* gt) noexcept nogil:
+    """log p(z, x | θ) of the nonlinear model given sz = sin z, cz = cos z, p = (−log 2π,); writes ∂z and ∂θ."""
     cdef double zz = z[0]
-    cdef double sz = sin(zz)
-    cdef double cz = cos(zz)
     cdef double w = fast_exp(-2.0 * cz)  # argument in [-2, 2]
     cdef double r = x[0] - th[0] - zz - zz * sz
     cdef double wr = w * r
     gz[0] = -zz + sz + wr * (1.0 + sz + zz * cz) - wr * r * sz
     gt[0] = wr
     return p[0] - cz - 0.5 * zz * zz - 0.5 * wr * r
+
+cdef inline void _block_normals(uint64_t row, Py_ssize_t b0, Py_ssize_t nb, double* eps) noexcept nogil:
+    """ε for draws b0 … b0 + nb − 1 of a row (nb ≤ EPS_BLOCK): the branch-free fast path over the block, then
+    cn_normal for the few draws it missed (bit-identical to cn_normal for every draw)."""
+    cdef int miss[EPS_BLOCK]
+    cdef int any_miss = 0
+    cdef Py_ssize_t s
+    for s in range(nb):
+        eps[s] = cn_normal_fast(row, b0 + s, &miss[s])
+    for s in range(nb):
+        any_miss = any_miss | miss[s]
+    if any_miss:
+        for s in range(nb):
+            if miss[s]:
+                eps[s] = cn_normal(row, b0 + s)
+
+
+cdef void _row_terms(int model, const double* params, double xn, double mn, double scale, const double* theta,
+                     Py_ssize_t n_samples, uint64_t row, double* lj, double* gg, double* acc_m,
+                     double* acc_ls) noexcept nogil:
+    """One row, in blocks of EPS_BLOCK draws: ε (_block_normals), then the model over the block in a branch-free
+    loop the compiler vectorises (the nonlinear model's polynomial sin/cos/exp are long dependency chains that only
+    pipeline across lanes), then the sums. Same numbers per draw as _linear / _nonlinear."""
+    cdef double eps[EPS_BLOCK]
+    cdef double lpb[EPS_BLOCK]
+    cdef double gzb[EPS_BLOCK]
+    cdef double gtb[EPS_BLOCK]
+    cdef Py_ssize_t b0 = 0, b1, s, nb
+    cdef double zz, sz, cz
+    cdef int far
+    while b0 < n_samples:
+        b1 = b0 + EPS_BLOCK if b0 + EPS_BLOCK < n_samples else n_samples
+        nb = b1 - b0
+        far = 0
+        _block_normals(row, b0, nb, eps)
+        if model == MODEL_LINEAR:
+            for s in range(nb):
+                zz = mn + scale * eps[s]
+                lpb[s] = _linear(params, &xn, &zz, theta + b0 + s, &gzb[s], &gtb[s])
+        else:
+            for s in range(nb):
+                zz = mn + scale * eps[s]
+                far = far | (fabs(zz) > 1e5)  # NaN stays on the fast path and stays NaN
+                fast_sincos(zz, &sz, &cz)
+                lpb[s] = _nonlinear(params, &xn, &zz, sz, cz, theta + b0 + s, &gzb[s], &gtb[s])
+            if far:  # some |z| > 1e5 (a diverging fit): redo the block with libm's sin and cos
+                for s in range(nb):
+                    zz = mn + scale * eps[s]
+                    lpb[s] = _nonlinear(params, &xn, &zz, sin(zz), cos(zz), theta + b0 + s, &gzb[s], &gtb[s])
+        for s in range(nb):
+            lj[b0 + s] += lpb[s]
+            gg[b0 + s] += gtb[s]
+            acc_m[0] += gzb[s]
+            acc_ls[0] += gzb[s] * eps[s]
+        b0 = b1
 
 
 cdef void _local_terms_chunk(int model, const double* params, const double* x, const double* mean,
@@ -61,7 +119,7 @@ cdef void _local_terms_chunk(int model, const double* params, const double* x, c
     cdef Py_ssize_t n, s
     cdef uint64_t row
     cdef uint64_t rows[MAX_CHUNK]
-    cdef double e, lp, z, gz, gt, scale, acc_m, acc_ls, xn, mn, ls
+    cdef double scale, acc_m, acc_ls, xn, mn, ls
     cdef double inv_s = 1.0 / n_samples
     for s in range(n_samples):
         lj[s] = 0.0
@@ -79,17 +137,7 @@ cdef void _local_terms_chunk(int model, const double* params, const double* x, c
         mn = mean[n]
         acc_m = 0.0
         acc_ls = 0.0
-        for s in range(n_samples):
-            e = cn_normal(row, s)
-            z = mn + scale * e
-            if model == MODEL_LINEAR:
-                lp = _linear(params, &xn, &z, theta + s, &gz, &gt)
-            else:
-                lp = _nonlinear(params, &xn, &z, theta + s, &gz, &gt)
-            lj[s] += lp
-            gg[s] += gt
-            acc_m += gz
-            acc_ls += gz * e
+        _row_terms(model, params, xn, mn, scale, theta, n_samples, row, lj, gg, &acc_m, &acc_ls)
         grad_mean[n] = acc_m * inv_s
         grad_log_scale[n] = acc_ls * inv_s * scale
 
@@ -161,3 +209,11 @@ def cy_fast_exp(const double[::1] x, double[::1] out):
     with nogil:
         for i in range(x.shape[0]):
             out[i] = fast_exp_checked(x[i])
+
+
+def cy_fast_sincos(const double[::1] x, double[::1] sin_out, double[::1] cos_out):
+    """fast_sincos_checked elementwise (tests compare it with NumPy's sin and cos)."""
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(x.shape[0]):
+            fast_sincos_checked(x[i], &sin_out[i], &cos_out[i])

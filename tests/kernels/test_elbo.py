@@ -271,3 +271,21 @@ def test_cython_fast_exp_is_accurate_everywhere():
     nan = np.empty(1)
     load("elbo").cy_fast_exp(np.array([np.nan]), nan)
     assert np.isnan(nan[0])
+
+
+def test_cython_fast_sincos_matches_libm_to_an_ulp():
+    from avicore._cy import load
+
+    x = np.concatenate([np.linspace(-1e5, 1e5, 400_001), np.random.default_rng(2).normal(scale=5, size=100_000),
+                        np.arange(-64, 65) * (np.pi / 4), [0.0, -0.0, 1e-300, 1.0001e5, -3e7, np.inf, -np.inf]])
+    sin_out, cos_out = np.empty_like(x), np.empty_like(x)
+    load("elbo").cy_fast_sincos(x, sin_out, cos_out)
+    finite = np.isfinite(x)
+    # Absolute error: sin and cos are bounded by 1, and near their zeros libm itself is only absolutely accurate
+    # relative to the rounding of x.
+    assert_allclose(sin_out[finite], np.sin(x[finite]), rtol=0, atol=2.5e-16)
+    assert_allclose(cos_out[finite], np.cos(x[finite]), rtol=0, atol=2.5e-16)
+    assert np.isnan(sin_out[~finite]).all() and np.isnan(cos_out[~finite]).all()
+    nan_s, nan_c = np.empty(1), np.empty(1)
+    load("elbo").cy_fast_sincos(np.array([np.nan]), nan_s, nan_c)
+    assert np.isnan(nan_s[0]) and np.isnan(nan_c[0])
