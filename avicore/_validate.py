@@ -187,6 +187,13 @@ def check_int(value: object, name: str, *, minimum: int | None = None, maximum: 
     return v
 
 
+def check_bool(value: object, name: str) -> bool:
+    """A bool (Python or NumPy)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool; got {_describe(value)}.")
+    return bool(value)
+
+
 def check_scalar(value: object, name: str, *, positive: bool = False, non_negative: bool = False) -> float:
     """A finite real scalar, optionally > 0 or >= 0."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):

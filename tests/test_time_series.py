@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numpy.testing import assert_allclose
 from scipy.optimize import minimize
 
 import avicore
@@ -121,6 +122,29 @@ def best_affine_window_gap(x: np.ndarray, window: tuple[int, ...]) -> float:
 WINDOWS = (0, 1, 2, 4, 8)
 
 
+@pytest.mark.parametrize("degree", [1, 2])
+def test_whitened_polynomial_spans_the_same_family(degree):
+    """whiten=True only reparametrises: identity covariance of the value columns, masks as missing-indicators, and
+    the least-squares projection of any target onto [1, design] unchanged (same family of functions)."""
+    x = GaussianRandomWalk().simulate(200, seed=5).x
+    u = window_inputs(x, (-2, -1, 0, 1, 2))
+    plain = Polynomial(degree).bind(u, 1, n_masks=4)
+    white = Polynomial(degree, whiten=True).bind(u, 1, n_masks=4)
+    dp, dw = plain.design(u), white.design(u)
+    p = dw.shape[1] - 4
+    assert_allclose(np.cov(dw[:, :p], rowvar=False, bias=True), np.eye(p), atol=1e-8)
+    assert_allclose(dw[:, p:], 1.0 - u[:, -4:], atol=0)
+    target = np.sin(np.arange(200) / 7.0) + x[:, 0]
+    fits = []
+    for d in (dp, dw):
+        a = np.hstack([np.ones((200, 1)), d])
+        fits.append(a @ np.linalg.lstsq(a, target, rcond=None)[0])
+    assert_allclose(fits[0], fits[1], atol=1e-8)
+    assert repr(Polynomial(degree, whiten=True)) == f"Polynomial({degree}, whiten=True)"
+    with pytest.raises(TypeError, match="whiten must be a bool; got int 1"):
+        Polynomial(degree, whiten=1)
+
+
 def test_random_walk_best_window_gap_shrinks_with_w_but_stays_positive():
     """N = 1,000, exact: the best encoder affine in a centred window of half-width w never reaches F-VI."""
     model = GaussianRandomWalk()
@@ -136,27 +160,31 @@ def test_random_walk_best_window_gap_shrinks_with_w_but_stays_positive():
 
 
 def test_random_walk_avi_window_gap_shrinks_with_w_but_stays_positive():
-    """A-VI fits (N = 300 to keep five fits fast), scored with the exact ELBO of the state-space model."""
+    """N = 1,000: A-VI fits of a whitened affine window encoder, scored with the exact ELBO of the walk.
+
+    Reference: the closed-form gap of the best encoder of the same family (``best_affine_window_gap``); the fitted
+    gaps are scored with the exact ELBO, so they carry no Monte-Carlo error, only the optimiser's residual. Each
+    fit must land within 0.1 nats of its optimum (observed excess 0.002 … 0.044 nats over three data/fit seed
+    pairs: the jitter a 1e-4 final Adam step leaves). Consecutive optima (949, 57, 6.6, 0.14, 6e-5 nats) differ by
+    more than 0.1, so the bounds alone already imply the strict decrease asserted last.
+    """
     model = GaussianRandomWalk()
-    x = model.simulate(300, seed=3).x
+    x = model.simulate(1000, seed=3).x
     opt = model.fvi_optimum(x, backend="numpy")
     rows = []
     for w in WINDOWS:
         window = tuple(range(-w, w + 1))
-        n_iter = 1500
-        res = avicore.AVI(model, Polynomial(1), n_samples=4, window=window, elbo_samples=8).fit(
-            x, n_iter=n_iter, lr=exponential_decay(0.2, 1e-2, n_iter), seed=0)
+        n_iter = 8000
+        res = avicore.AVI(model, Polynomial(1, whiten=True), n_samples=4, window=window, elbo_samples=8).fit(
+            x, n_iter=n_iter, lr=exponential_decay(0.1, 1e-4, n_iter), seed=0)
         fitted = opt.elbo - model.elbo(x, res.local_mean, res.local_sd)
         rows.append((w, fitted, best_affine_window_gap(x, window)))
-    print("\nrandom walk N=300, A-VI Polynomial(1), centred windows: w, fitted gap, best affine gap (nats)")
+    print("\nrandom walk N=1000, A-VI Polynomial(1, whiten=True), centred windows: w, fitted gap, best gap (nats)")
     for w, fitted, best in rows:
         print(f"  w={w}: {fitted:10.4f} {best:12.6g}")
     fitted = np.array([r[1] for r in rows])
     best = np.array([r[2] for r in rows])
     assert np.all(fitted > 0.0)
     assert np.all(fitted >= best - 1e-6)  # no encoder of the family beats its optimum
-    assert np.all(np.diff(fitted[:4]) < 0.0)  # w = 0 → 1 → 2 → 4: the fitted gaps decrease
-    # Adam converges slowly on the edge-mask coefficients (they act on w rows only) and the strongly collinear
-    # window inputs of a random walk, so at w = 8 the fit stalls a few nats short of its family's optimum
-    # (≈ 1e-5 nats): the exact decrease for every w is the test above.
-    assert np.all(fitted < best + 15.0)
+    assert np.all(fitted < best + 0.1)  # the fits reach their family's closed-form optimum
+    assert np.all(np.diff(fitted) < 0.0)  # w = 0 → 1 → 2 → 4 → 8: the fitted gaps decrease strictly
