@@ -406,26 +406,33 @@ class MLP(Encoder):
         return _BoundMLP(self, arr, check_int(latent_dim, "latent_dim", minimum=1), n_masks)
 
 
-def _act(name: str, a: np.ndarray) -> np.ndarray:
+def _act(name: str, a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     if name == "relu":
-        return np.maximum(a, 0.0)
+        return np.maximum(a, 0.0, out=out)
     if name == "leaky_relu":
-        return np.where(a > 0.0, a, _LEAKY_SLOPE * a)
+        return np.maximum(a, _LEAKY_SLOPE * a, out=out)  # = a for a > 0, slope·a otherwise (slope < 1)
     if name == "tanh":
-        return np.tanh(a)
-    return np.logaddexp(0.0, a)  # softplus
+        return np.tanh(a, out=out)
+    return np.logaddexp(0.0, a, out=out)  # softplus
 
 
-def _apply_act_grad(name: str, g: np.ndarray, a: np.ndarray, h: np.ndarray) -> None:
-    """g ← g ⊙ activation'(a), in place (``h`` = activation(a))."""
+def _apply_act_grad(name: str, g: np.ndarray, a: np.ndarray, h: np.ndarray, work: np.ndarray) -> None:
+    """g ← g ⊙ activation'(a), in place (``h`` = activation(a); ``work`` a scratch array of g's shape)."""
     if name == "relu":
-        g *= h > 0.0
+        np.greater(h, 0.0, out=work)
     elif name == "leaky_relu":
-        g *= np.where(a > 0.0, 1.0, _LEAKY_SLOPE)
+        np.greater(a, 0.0, out=work)
+        work *= 1.0 - _LEAKY_SLOPE
+        work += _LEAKY_SLOPE
     elif name == "tanh":
-        g *= 1.0 - h * h
+        np.multiply(h, h, out=work)
+        np.subtract(1.0, work, out=work)
     else:  # softplus: the sigmoid, overflow-free
-        g *= 0.5 * (1.0 + np.tanh(0.5 * a))
+        np.multiply(a, 0.5, out=work)
+        np.tanh(work, out=work)
+        work += 1.0
+        work *= 0.5
+    g *= work
 
 
 class _BoundMLP(BoundEncoder):
@@ -445,6 +452,8 @@ class _BoundMLP(BoundEncoder):
                 pos = w_stop + fan_out
             self.towers.append(layers)
         self.n_params = pos
+        self._buffers: dict[tuple, np.ndarray] = {}
+        self._ones: np.ndarray | None = None
 
     def design(self, u: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(self.inputs_map(u))
@@ -462,16 +471,32 @@ class _BoundMLP(BoundEncoder):
         # thousands of steps). The hidden layers' random weights break the symmetry from the first step on.
         return params
 
-    def _tower_forward(self, params, layers, h, keep):
+    def _buffer(self, key: tuple, shape: tuple[int, int]) -> np.ndarray:
+        """A work array reused from call to call: fresh (N, width) arrays every iteration cost more in page faults
+        than the arithmetic that fills them."""
+        buf = self._buffers.get(key)
+        if buf is None or buf.shape != shape:
+            buf = self._buffers[key] = np.empty(shape)
+        return buf
+
+    def _tower_forward(self, params, layers, h, keep, tower):
         act = self.spec.activation
         cache = []  # per hidden layer: (pre-activation, activation)
+        n = h.shape[0]
         for i, (w0, w1, b1, fan_in, fan_out) in enumerate(layers):
             w = params[w0:w1].reshape(fan_in, fan_out)
-            a = h * w[0] if fan_in == 1 else h @ w  # a K = 1 matmul is slower than broadcasting
+            last = i == len(layers) - 1
+            # With keep=True (a training step: backward consumes the cache before the next forward) the hidden
+            # layers write into reused buffers; other calls (encode, gradient checks) get fresh arrays.
+            a = self._buffer(("a", tower, i), (n, fan_out)) if keep and not last else None
+            if fan_in == 1:  # a K = 1 matmul is slower than broadcasting
+                a = np.multiply(h, w[0], out=a)
+            else:
+                a = np.matmul(h, w, out=a)
             a += params[w1:b1]
-            if i == len(layers) - 1:
+            if last:
                 return a, cache
-            h = _act(act, a)
+            h = _act(act, a, out=self._buffer(("h", tower, i), (n, fan_out)) if keep else None)
             if keep:
                 cache.append((a, h))
         raise AssertionError("unreachable")  # pragma: no cover
@@ -479,8 +504,8 @@ class _BoundMLP(BoundEncoder):
     def forward(self, params, design, keep=False):
         d = self.latent_dim
         outs, caches = [], []
-        for layers in self.towers:
-            out, cache = self._tower_forward(params, layers, design, keep)
+        for tower, layers in enumerate(self.towers):
+            out, cache = self._tower_forward(params, layers, design, keep, tower)
             outs.append(out)
             caches.append(cache)
         if len(outs) == 1:
@@ -496,15 +521,18 @@ class _BoundMLP(BoundEncoder):
         grad = np.empty(self.n_params)
         g_outs = ([np.concatenate([grad_mean, grad_log_scale], axis=1)] if len(self.towers) == 1
                   else [grad_mean, grad_log_scale])
-        ones = np.ones(design.shape[0])
-        for layers, hidden, g in zip(self.towers, caches, g_outs):
+        n = design.shape[0]
+        if self._ones is None or self._ones.shape[0] != n:
+            self._ones = np.ones(n)
+        for tower, (layers, hidden, g) in enumerate(zip(self.towers, caches, g_outs)):
             for i in range(len(layers) - 1, -1, -1):
                 w0, w1, b1, fan_in, fan_out = layers[i]
                 h_in = design if i == 0 else hidden[i - 1][1]
                 grad[w0:w1] = (h_in.T @ g).ravel()
-                grad[w1:b1] = ones @ g  # column sums by BLAS (faster than g.sum(axis=0))
+                grad[w1:b1] = self._ones @ g  # column sums by BLAS (faster than g.sum(axis=0))
                 if i > 0:
                     a_prev, h_prev = hidden[i - 1]
-                    g = g @ params[w0:w1].reshape(fan_in, fan_out).T
-                    _apply_act_grad(act, g, a_prev, h_prev)
+                    g = np.matmul(g, params[w0:w1].reshape(fan_in, fan_out).T,
+                                  out=self._buffer(("g", tower, i), (n, fan_in)))
+                    _apply_act_grad(act, g, a_prev, h_prev, self._buffer(("work", tower, i), (n, fan_in)))
         return grad

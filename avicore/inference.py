@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from . import backends
+from . import _config, backends
 from ._engine_parts import Batches, GlobalNoise, Progress, fixed_global, lr_schedule
 from ._validate import as_float_array, check_choice, check_int, check_scalar, check_seed_int
 from .encoders import BoundEncoder, Encoder, check_window, window_inputs
@@ -266,7 +266,8 @@ class _Engine:
              tol_window: int, fix_global: Any, callback: Callable[[FitState], Any] | None) -> VIResult:
         configuration = set(vars(self))
         try:
-            return self._run(x, n_iter, lr, seed, tol, progress, tol_window, fix_global, callback)
+            with _config.serial_blas():  # the cores belong to avicore's parallel kernels during a fit
+                return self._run(x, n_iter, lr, seed, tol, progress, tol_window, fix_global, callback)
         finally:  # drop the per-fit state (parameters, Adam moments, data): the engine holds only its settings
             for name in set(vars(self)) - configuration:
                 delattr(self, name)
