@@ -3,6 +3,7 @@
 - :mod:`avicore.gp.kernels`: ``RBF``, ``Matern12``, ``Matern32``, ``Matern52``, ``Periodic``, sums and products,
   with log-scale hyperparameters and Gram-matrix gradients.
 - :mod:`avicore.gp.likelihoods`: ``Gaussian``, ``Poisson``, ``Bernoulli``, ``StudentT``.
+- :mod:`avicore.gp.full_rank`: ``FullRankVI``, the full-covariance Gaussian family (reference for F-VI).
 - :mod:`avicore.gp.exact`: posterior, log marginal likelihood and the mean-field optimum for a Gaussian
   likelihood; a Cholesky factorisation with jitter escalation.
 
@@ -23,11 +24,13 @@ from .exact import (
     mean_field_optimum,
     posterior,
 )
+from .full_rank import FullRankResult, FullRankVI
 from .kernels import RBF, Kernel, Matern12, Matern32, Matern52, Periodic, Product, Sum
 from .likelihoods import Bernoulli, Gaussian, Likelihood, Poisson, StudentT
 
 __all__ = [
-    "RBF", "Bernoulli", "CholeskyError", "Gaussian", "JitterWarning", "Kernel", "Likelihood", "Matern12",
+    "RBF", "Bernoulli", "CholeskyError", "FullRankResult", "FullRankVI", "Gaussian", "JitterWarning", "Kernel",
+    "Likelihood", "Matern12",
     "Matern32", "Matern52", "MeanFieldOptimum", "Periodic", "Poisson", "Posterior", "Product", "StudentT", "Sum",
     "gaussian_elbo", "jittered_cholesky", "log_marginal_likelihood", "log_marginal_likelihood_grad",
     "mean_field_optimum", "posterior",
