@@ -186,6 +186,14 @@ class BoundEncoder(ABC):
                  grad_log_scale: np.ndarray) -> np.ndarray:
         """Gradient of Σₙ (g_meanₙ · meanₙ + g_log_scaleₙ · log_scaleₙ) w.r.t. φ, flat (n_params,)."""
 
+    def log_scale_bias(self, params: np.ndarray) -> np.ndarray:
+        """The view of ``params`` added to every row's log_scale (the log-scale head's output bias), shape (d,).
+
+        :meth:`init_params` leaves every row's output at the bias alone, so adding c to this view starts every
+        q(zₙ) at scale exp(c) (A-VI starts the encoder at the model's initial local scale this way).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not expose a log-scale output bias.")
+
     def __call__(self, params: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(mean, log_scale) of raw inputs ``u`` (n, n_inputs)."""
         mean, log_scale, _ = self.forward(params, self.design(u))
@@ -241,6 +249,9 @@ class _BoundConstant(BoundEncoder):
 
     def init_params(self, seed: int | np.random.Generator | None = None) -> np.ndarray:
         return np.zeros(self.n_params)
+
+    def log_scale_bias(self, params: np.ndarray) -> np.ndarray:
+        return params[self.latent_dim:]
 
     def forward(self, params, design, keep=False):
         n, d = design.shape[0], self.latent_dim
@@ -339,6 +350,9 @@ class _BoundPolynomial(BoundEncoder):
 
     def init_params(self, seed: int | np.random.Generator | None = None) -> np.ndarray:
         return np.zeros(self.n_params)
+
+    def log_scale_bias(self, params: np.ndarray) -> np.ndarray:
+        return self._unpack(params)[1][self.latent_dim:]
 
     def _unpack(self, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         k = 2 * self.latent_dim
@@ -470,6 +484,10 @@ class _BoundMLP(BoundEncoder):
         # (random output weights can start extreme inputs at huge scales, whose gradients Adam remembers for
         # thousands of steps). The hidden layers' random weights break the symmetry from the first step on.
         return params
+
+    def log_scale_bias(self, params: np.ndarray) -> np.ndarray:
+        _, w1, b1, _, _ = self.towers[-1][-1]  # the output layer's bias: (mean, log_scale) shared, else its own tower
+        return params[w1 + self.latent_dim:b1] if len(self.towers) == 1 else params[w1:b1]
 
     def _buffer(self, key: tuple, shape: tuple[int, int]) -> np.ndarray:
         """A work array reused from call to call: fresh (N, width) arrays every iteration cost more in page faults

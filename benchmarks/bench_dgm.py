@@ -17,22 +17,22 @@ a few hundred iterations, reported per epoch).
 Run: ``.venv/bin/python benchmarks/bench_dgm.py`` (``--quick``: fewer iterations; ``--skip-fashion``).
 
 Measured (2 shared cores, AVX2, PyTorch 2.13.0+cpu, float64; other jobs were running, so ±30 %), speed-up =
-PyTorch time per epoch / avicore's:
+PyTorch time per epoch / avicore's, avicore's time per epoch in brackets:
 
-=====================================  ==================  ===================================
-case                                   default threads     ``OPENBLAS_NUM_THREADS=1``
-=====================================  ==================  ===================================
-digits, A-VI MLP(64)                   3.15×               3.79×
-digits, F-VI                           2.93×               2.21×
-FashionMNIST-shaped, A-VI MLP(64)      0.87×               1.62×
-FashionMNIST-shaped, F-VI              1.10×               1.99×
-=====================================  ==================  ===================================
+=====================================  ==========================  ===================================
+case                                   default threads             ``OPENBLAS_NUM_THREADS=1``
+=====================================  ==========================  ===================================
+digits, A-VI MLP(64)                   2.34× (31 ms)               2.92× (33 ms)
+digits, F-VI                           2.33× (28 ms)               3.29× (31 ms)
+FashionMNIST-shaped, A-VI MLP(64)      1.64× (1.94 s, 19 ms/it)    1.63× (1.90 s)
+FashionMNIST-shaped, F-VI              2.01× (1.55 s, 15 ms/it)    1.89× (1.54 s)
+=====================================  ==========================  ===================================
 
-At the FashionMNIST size one iteration is ~5 ms of BLAS in the decoder pass and ~1 ms of Adam when each is timed
-alone, but ~25 ms inside the fit with NumPy's default multi-threaded OpenBLAS: its worker threads spin after every
-product and fight the OpenMP threads of the Adam update (and anything else on the two cores) for the CPUs. With a
-single BLAS thread (the environment variable only affects NumPy's OpenBLAS, not PyTorch) the fit takes ~14 ms an
-iteration. PyTorch's own thread pool does not have this conflict.
+Threads: with NumPy's default multi-threaded OpenBLAS, an iteration at the FashionMNIST size used to take ~25 ms
+inside the fit (~14 ms with ``OPENBLAS_NUM_THREADS=1``): OpenBLAS's worker threads spin after every product and
+fight avicore's own parallel threads (the OpenMP Adam update) for the two cores. The engines now run every fit
+with one BLAS thread (:func:`avicore._config.serial_blas`, threadpoolctl), so avicore's times no longer depend on
+the variable (the two columns agree to noise; the PyTorch column moves between runs, its own pool is unaffected).
 """
 
 from __future__ import annotations

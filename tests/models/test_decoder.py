@@ -11,7 +11,7 @@ from numpy.testing import assert_allclose
 from scipy import stats
 
 import avicore
-from avicore.encoders import MLP
+from avicore.encoders import MLP, Constant, Polynomial
 from avicore.kernels._counter_normal import local_normals
 from avicore.models import BayesianDecoder
 from avicore.models.decoder import reconstruction_mse
@@ -196,3 +196,17 @@ def test_rows_are_independent_so_minibatches_partition_the_full_pass(tiny) -> No
         assert_allclose(t.grad_log_scale, full.grad_log_scale[rows], rtol=1e-12, atol=1e-12)
     assert_allclose(log_joint, full.log_joint, rtol=1e-12)
     assert_allclose(grad_global, full.grad_global, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("encoder", [Constant(), Polynomial(1), Polynomial(2, whiten=True), MLP(4),
+                                     MLP(4, heads="separate")])
+def test_avi_starts_every_local_at_the_models_initial_scale(encoder) -> None:
+    # F-VI starts the decoder's locals at sd init_local_sd; A-VI's encoder must start there too (from sd 1 the decoder
+    # learns to ignore z). One step at a negligible rate leaves the start visible in the encoder's output.
+    model = BayesianDecoder(2, hidden=(3,), obs_scale=0.5, init_local_sd=0.03)
+    x = np.random.default_rng(1).normal(size=(20, 4))
+    res = avicore.AVI(model, encoder, n_samples=1, elbo_samples=2, backend="numpy").fit(x, n_iter=1, lr=1e-12,
+                                                                                        seed=0)
+    _, sd = res.encode(x)
+    assert_allclose(sd, 0.03, rtol=1e-9)
+    assert_allclose(res.local_sd, 0.03, rtol=1e-9)
