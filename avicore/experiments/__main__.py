@@ -18,6 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="output directory (default experiments-out/NAME[-quick])")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--no-figures", action="store_true", help="numbers only, no PNG figures")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="seeds run at once in separate processes (default: one per CPU thread avicore uses, "
+                             "AVICORE_NUM_THREADS; 1 keeps everything in this process with progress bars)")
     args, extra = parser.parse_known_args(argv)
     if args.name.upper() == "LIST":
         width = max(len(n) for n in REGISTRY) if REGISTRY else 0
@@ -27,9 +30,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.name not in REGISTRY:
         parser.error(f"experiment must be one of {tuple(REGISTRY)} or LIST; got {args.name!r}")
     overrides = _experiment_options(args.name, extra, parser)
+    if args.jobs is None:
+        from .._config import get_num_threads
+
+        args.jobs = get_num_threads()
+    if args.jobs < 1:
+        parser.error(f"--jobs must be a positive integer; got {args.jobs}")
     try:
         run(args.name, quick=args.quick, seeds=args.seeds, out=args.out, progress=not args.no_progress,
-            figures=not args.no_figures, config_overrides=overrides or None)
+            figures=not args.no_figures, config_overrides=overrides or None, jobs=args.jobs)
     except KeyboardInterrupt:
         return 130
     return 0

@@ -9,7 +9,9 @@ An experiment is a module in ``avicore.experiments`` registered with :func:`regi
 - ``figures(config, seeds, summary, out_dir) -> list[str]``: PNG files written (matplotlib imported inside).
 
 The runner writes ``results.json`` after every finished seed, so an interrupted run keeps the seeds it finished, and
-a rerun with the same ``--out`` continues from them when the configuration is unchanged.
+a rerun with the same ``--out`` continues from them when the configuration is unchanged. With ``jobs > 1`` the seeds
+run in that many worker processes, each with its share of avicore's threads (seeds are independent fits; on two
+cores two one-thread processes beat one two-thread process, whose parallel kernels wait on each other every step).
 """
 
 from __future__ import annotations
@@ -38,14 +40,23 @@ class Experiment:
     description: str
 
     def load(self) -> ModuleType:
-        return importlib.import_module(f"avicore.experiments.{self.module}")
+        return _import(self.module)
+
+
+def _import(module: str) -> ModuleType:
+    """A module of this package by its short name, or any importable module by its dotted path."""
+    return importlib.import_module(module if "." in module else f"avicore.experiments.{module}")
 
 
 REGISTRY: dict[str, Experiment] = {}
 
 
 def register(name: str, module: str, description: str) -> None:
-    """Add an experiment to the registry (called at import of :mod:`avicore.experiments`)."""
+    """Add an experiment to the registry (called at import of :mod:`avicore.experiments`).
+
+    ``module`` is a module of this package (``"linear"``) or the dotted path of any importable module that follows
+    the contract above (a user's own experiment).
+    """
     REGISTRY[name] = Experiment(name, module, description)
 
 
@@ -82,7 +93,7 @@ def write_json(path: Path, payload: dict) -> None:
 
 def run(name: str, *, quick: bool = False, seeds: int | None = None, out: str | Path | None = None,
         progress: bool = True, figures: bool = True, config_overrides: dict | None = None,
-        log: Callable[[str], None] = print) -> dict:
+        jobs: int = 1, log: Callable[[str], None] = print) -> dict:
     """Run experiment ``name`` for ``seeds`` seeds and write ``results.json`` (and figures) to ``out``.
 
     Parameters
@@ -101,6 +112,11 @@ def run(name: str, *, quick: bool = False, seeds: int | None = None, out: str | 
         Write PNG figures (needs matplotlib; without it, a message says so and the numbers are still written).
     config_overrides : dict, optional
         Replace entries of the experiment's configuration (tests use it to shrink runs further).
+    jobs : int
+        Seeds run at once, each in its own process with ``get_num_threads() // jobs`` threads (at least 1);
+        progress bars are off when ``jobs > 1``. Results do not depend on ``jobs``.
+    log : callable
+        Receives the progress lines and the final table (default ``print``).
 
     Returns
     -------
@@ -133,20 +149,27 @@ def run(name: str, *, quick: bool = False, seeds: int | None = None, out: str | 
             previous = json.loads(path.read_text())
         except (OSError, ValueError):
             previous = None
-        if previous and previous.get("config") == _jsonable(config) and previous.get("experiment") == name:
-            payload["seeds"] = previous.get("seeds", [])[:n_seeds]
+        if (previous and previous.get("experiment") == name
+                and _without_seeds(previous.get("config", {})) == _without_seeds(_jsonable(config))):
+            payload["seeds"] = [s for s in previous.get("seeds", []) if s.get("seed", n_seeds) < n_seeds]
             if payload["seeds"]:
                 log(f"resuming {name}: {len(payload['seeds'])} of {n_seeds} seeds already in {path}")
+    todo = sorted(set(range(n_seeds)) - {s["seed"] for s in payload["seeds"]})
+    n_jobs = min(_validate.check_int(jobs, "jobs", minimum=1), max(1, len(todo)))
+
+    def keep(result: dict) -> None:
+        payload["seeds"].append(_jsonable(result))
+        payload["seeds"].sort(key=lambda s: s["seed"])
+        write_json(path, payload)
 
     t0 = time.perf_counter()
     try:
-        for seed in range(len(payload["seeds"]), n_seeds):
-            log(f"[{name}] seed {seed + 1}/{n_seeds}")
-            t_seed = time.perf_counter()
-            result = module.run_seed(config, seed, progress)
-            result = {"seed": seed, "seconds": time.perf_counter() - t_seed, **result}
-            payload["seeds"].append(_jsonable(result))
-            write_json(path, payload)
+        if n_jobs == 1:
+            for seed in todo:
+                log(f"[{name}] seed {seed + 1}/{n_seeds}")
+                keep(_run_one(experiment.module, config, seed, progress))
+        else:
+            _run_parallel(experiment.module, config, todo, n_jobs, keep, lambda m: log(f"[{name}] {m}"))
     except KeyboardInterrupt:
         write_json(path, payload)
         log(f"interrupted: {len(payload['seeds'])} finished seed(s) kept in {path}")
@@ -160,6 +183,56 @@ def run(name: str, *, quick: bool = False, seeds: int | None = None, out: str | 
     log(module.table(payload["summary"]))
     log(f"results written to {path}")
     return payload
+
+
+def _without_seeds(config: dict) -> dict:
+    """A configuration minus its seed count: more (or fewer) seeds of the same run still resume from the saved ones."""
+    return {k: v for k, v in config.items() if k != "seeds"}
+
+
+def _run_one(module_name: str, config: dict, seed: int, progress: bool) -> dict:
+    """One seed's numbers with its wall time (also the worker-process entry point)."""
+    module = _import(module_name)
+    t_seed = time.perf_counter()
+    result = module.run_seed(config, seed, progress)
+    return {"seed": seed, "seconds": time.perf_counter() - t_seed, **result}
+
+
+def _init_worker(threads: int) -> None:
+    import os
+
+    from .. import _config
+
+    os.environ["AVICORE_NUM_THREADS"] = str(threads)
+    _config.set_num_threads(threads)
+
+
+def _run_parallel(module_name: str, config: dict, seeds: list[int], jobs: int, keep: Callable[[dict], None],
+                  log: Callable[[str], None]) -> None:
+    """Seeds in ``jobs`` spawned processes (fresh interpreters: no forked OpenMP/BLAS thread state)."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    from .. import _config
+
+    threads = max(1, _config.get_num_threads() // jobs)
+    log(f"{len(seeds)} seed(s) in {jobs} processes x {threads} thread(s)")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_init_worker, initargs=(threads,)) as pool:
+        pending = {pool.submit(_run_one, module_name, config, seed, False) for seed in seeds}
+        done_count = 0
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    result = future.result()
+                    done_count += 1
+                    log(f"seed {result['seed'] + 1} done ({done_count}/{len(seeds)}, {result['seconds']:.1f} s)")
+                    keep(result)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
 
 
 def _figures(module: ModuleType, config: dict, payload: dict, out_dir: Path,
