@@ -6,6 +6,8 @@
 - :mod:`avicore.gp.full_rank`: ``FullRankVI``, the full-covariance Gaussian family (reference for F-VI).
 - :mod:`avicore.gp.exact`: posterior, log marginal likelihood and the mean-field optimum for a Gaussian
   likelihood; a Cholesky factorisation with jitter escalation.
+- :mod:`avicore.gp.hyperparameters`: ``fit_marginal_likelihood``, hyperparameters by exact type-II maximum
+  likelihood (Gaussian likelihood; other likelihoods fit theirs through the ELBO, ``GaussianProcess(..., fit=True)``).
 
 Expected log-likelihoods under Gaussian factors are in :func:`avicore.quadrature.expected_log_lik`.
 """
@@ -25,13 +27,14 @@ from .exact import (
     posterior,
 )
 from .full_rank import FullRankResult, FullRankVI
+from .hyperparameters import MarginalLikelihoodFit, fit_marginal_likelihood
 from .kernels import RBF, Kernel, Matern12, Matern32, Matern52, Periodic, Product, Sum
 from .likelihoods import Bernoulli, Gaussian, Likelihood, Poisson, StudentT
 
 __all__ = [
     "RBF", "Bernoulli", "CholeskyError", "FullRankResult", "FullRankVI", "Gaussian", "JitterWarning", "Kernel",
-    "Likelihood", "Matern12",
+    "Likelihood", "MarginalLikelihoodFit", "Matern12",
     "Matern32", "Matern52", "MeanFieldOptimum", "Periodic", "Poisson", "Posterior", "Product", "StudentT", "Sum",
-    "gaussian_elbo", "jittered_cholesky", "log_marginal_likelihood", "log_marginal_likelihood_grad",
-    "mean_field_optimum", "posterior",
+    "fit_marginal_likelihood", "gaussian_elbo", "jittered_cholesky", "log_marginal_likelihood",
+    "log_marginal_likelihood_grad", "mean_field_optimum", "posterior",
 ]
