@@ -90,8 +90,13 @@ def serial_blas() -> contextlib.AbstractContextManager:
     busy-wait for a long time after every call, so a multi-threaded BLAS between two parallel kernels takes a core
     away from them: on 2 cores an A-VI iteration with an MLP(32) encoder at N = 10⁴ ran 2.2× slower. The encoder's
     and decoder's matrix products are small and thin enough that one BLAS thread loses nothing.
+
+    threadpoolctl only limits libraries already loaded, and SciPy ships its own OpenBLAS: it is loaded here first
+    (the GP model's triangular products and Cholesky factorisations run on it; loaded lazily during the first fit
+    it ran multi-threaded, 40x slower per iteration).
     """
     try:
+        import scipy.linalg  # noqa: F401  (loads SciPy's BLAS/LAPACK so the limit covers it)
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - threadpoolctl is a dependency; stay usable without it
         return contextlib.nullcontext()

@@ -174,13 +174,16 @@ def run(name: str, *, quick: bool = False, seeds: int | None = None, out: str | 
         write_json(path, payload)
         log(f"interrupted: {len(payload['seeds'])} finished seed(s) kept in {path}")
         raise
-    payload["summary"] = _jsonable(module.summarize(config, payload["seeds"]))
+    # The saved numbers are JSON-safe (non-finite floats as strings); the experiment's own functions get floats.
+    seeds = _restore(payload["seeds"])
+    summary = module.summarize(config, seeds)
+    payload["summary"] = _jsonable(summary)
     payload["complete"] = True
     payload["seconds_total"] = time.perf_counter() - t0
     if figures:
-        payload["figures"] = _figures(module, config, payload, out_dir, log)
+        payload["figures"] = _figures(module, config, seeds, summary, out_dir, log)
     write_json(path, payload)
-    log(module.table(payload["summary"]))
+    log(module.table(summary))
     log(f"results written to {path}")
     return payload
 
@@ -235,7 +238,18 @@ def _run_parallel(module_name: str, config: dict, seeds: list[int], jobs: int, k
             raise
 
 
-def _figures(module: ModuleType, config: dict, payload: dict, out_dir: Path,
+def _restore(obj: Any) -> Any:
+    """Undo :func:`_jsonable`'s strings for non-finite floats ("nan", "inf", "-inf")."""
+    if isinstance(obj, dict):
+        return {k: _restore(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_restore(v) for v in obj]
+    if isinstance(obj, str) and obj in ("nan", "inf", "-inf"):
+        return float(obj)
+    return obj
+
+
+def _figures(module: ModuleType, config: dict, seeds: list[dict], summary: dict, out_dir: Path,
              log: Callable[[str], None]) -> list[str]:
     try:
         import matplotlib
@@ -245,7 +259,7 @@ def _figures(module: ModuleType, config: dict, payload: dict, out_dir: Path,
         log("figures skipped: matplotlib is not installed (pip install 'avicore[plots]'); "
             "the numbers are in results.json")
         return []
-    files = module.figures(config, payload["seeds"], payload["summary"], out_dir)
+    files = module.figures(config, seeds, summary, out_dir)
     return [str(Path(f).name) for f in files]
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import _config
 from .._validate import check_int, check_scalar
 
 __all__ = ["FullRankResult", "FullRankVI"]
@@ -83,12 +84,13 @@ class FullRankVI:
         m1 = [np.zeros_like(p) for p in params]
         m2 = [np.zeros_like(p) for p in params]
         b1, b2 = 0.9, 0.999
-        for it in range(1, n_iter + 1):
-            step = lr * 0.01 ** (it / n_iter)
-            _, gm, gl = self.elbo_and_grads(arr, params[0], params[1])
-            for k, g in enumerate((gm, gl)):
-                m1[k] = b1 * m1[k] + (1 - b1) * g
-                m2[k] = b2 * m2[k] + (1 - b2) * g * g
-                params[k] = params[k] + step * (m1[k] / (1 - b1**it)) / (np.sqrt(m2[k] / (1 - b2**it)) + 1e-8)
+        with _config.serial_blas():  # see serial_blas: multi-threaded OpenBLAS busy-waits between steps
+            for it in range(1, n_iter + 1):
+                step = lr * 0.01 ** (it / n_iter)
+                _, gm, gl = self.elbo_and_grads(arr, params[0], params[1])
+                for k, g in enumerate((gm, gl)):
+                    m1[k] = b1 * m1[k] + (1 - b1) * g
+                    m2[k] = b2 * m2[k] + (1 - b2) * g * g
+                    params[k] = params[k] + step * (m1[k] / (1 - b1**it)) / (np.sqrt(m2[k] / (1 - b2**it)) + 1e-8)
         value, _, _ = self.elbo_and_grads(arr, params[0], params[1])
         return FullRankResult(mean=params[0], chol=params[1], elbo=value)

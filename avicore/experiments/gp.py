@@ -1,0 +1,411 @@
+"""Gaussian-process latent model: the amortization gap under a GP prior (F-VI vs MLP encoders of growing width).
+
+The seed abstract of Margossian & Blei (2024) names Gaussian processes, with HMMs, as models where no inference
+function matches F-VI: under a GP prior f ~ GP(0, k), yₙ | fₙ ~ p(yₙ | fₙ), every fₙ's optimal mean-field factor
+depends on *all* the observations (the prior precision K⁻¹ couples them), so an encoder that sees one observation
+cannot reproduce it, however wide. The model is :class:`avicore.models.GaussianProcess` on N equally spaced inputs
+tₙ in [0, 1] with a Matérn-1/2 kernel (variance 1, lengthscale 0.2; variance 3 for Bernoulli). Matérn-1/2 rather
+than RBF because an RBF Gram matrix on 1,000 dense inputs is numerically singular (condition number ~4e12 after
+jitter, diag(K⁻¹) up to ~1e10), which makes the unwhitened mean-field ELBO too ill-conditioned for first-order
+optimisers; the Matérn-1/2 (Ornstein–Uhlenbeck, a Markov process) precision is tridiagonal, diag(K⁻¹) ≤ 200 and
+cond(K) ~1e5 at N = 1,000, and its posterior mean is a rough function of t.
+
+Methods, each on the same simulated data per seed (data and fits seeded from the seed):
+
+- F-VI (mean-field q(f) = ∏ N(mₙ, sₙ²)) and A-VI with ReLU MLP encoders (two hidden layers) of width k on
+  uₙ = (yₙ, tₙ) — the encoder even sees the input location, which is the most favourable case for A-VI;
+  the SAME Adam learning rate and schedule for both (0.05 decaying exponentially to 5e-4); full ELBOs with every
+  constant and the correctly normalised likelihoods of :mod:`avicore.gp.likelihoods` (Gaussian, Poisson with
+  log y! included, Bernoulli-logit). The GP model's ELBO is exact (closed-form expected log-likelihood for Gaussian
+  and Poisson, 20-point Gauss–Hermite for Bernoulli; exact prior term), so its Monte-Carlo SE is 0 and the SEs
+  reported are over seeds.
+- The full-covariance Gaussian family (the reference F-VI cannot beat): its optimum has S⁻¹ = K⁻¹ + diag(λ)
+  (Opper & Archambeau 2009), found by the fixed-point iteration λ = −2 ∂E[log p]/∂v, m = (K⁻¹ + Λ)⁻¹(Λm + ∂E/∂m)
+  (a Newton step in m) and evaluated with :meth:`avicore.gp.FullRankVI.elbo_and_grads` (whose gradients are
+  reported at the solution: ~1e-10). It equals :class:`avicore.gp.FullRankVI`'s Adam optimum (checked in the
+  tests) at a fraction of the cost (Adam needs ~1,500 O(N³) steps; the fixed point ~15).
+- Gaussian likelihood only: the exact log evidence log p(y) (= the full-rank optimum) and the closed-form mean-field
+  optimum (:func:`avicore.gp.mean_field_optimum`), and F-VI's distance to it (ELBO, means, variances).
+
+Reported per seed and likelihood: every method's final ELBO, the gap F-VI − A-VI, iterations and seconds to reach
+1 % of F-VI's final ELBO, the ELBO trace (log-thinned), the exact KL(q ‖ posterior) = log p(y) − ELBO (Gaussian).
+Full run: N = 1,000, widths {1, 4, 16, 64}, Gaussian, Poisson and Bernoulli-logit, 4,000 iterations, 3 seeds.
+Quick run: N = 200, widths {4, 64}, Gaussian and Poisson, 1,500 iterations, 1 seed.
+
+Measured on the shared 2-core machine (``run("gp", seeds=1, config_overrides={"likelihoods": ["gaussian",
+"poisson"]})``, full sizes, 1 seed, 145 s): Gaussian — log p(y) = −450.66 = full-rank ELBO, mean-field optimum
+−664.37, F-VI −664.37 (5e-4 nat below it, means equal to 1e-14 relative); gaps F-VI − A-VI for k = 1, 4, 16, 64:
+1,226.7, 437.6, 167.0, 114.2 nats. Poisson — full-rank −1,084.51, F-VI −1,392.51; gaps 142.9, 102.4, 47.9, 45.2.
+F-VI reaches 1 % of its final ELBO in 743 (Gaussian) / 607 (Poisson) iterations (1.4 / 1.6 s); no encoder gets
+there in 4,000. Bernoulli not measured at full size (its Gauss–Hermite term adds ~3 ms an iteration at N = 1,000:
+~4.5 min per seed for the three likelihoods, ~14 min for the default 3 seeds, estimated).
+With tₙ in its input the encoder's gap shrinks with width and training (N = 200, Gaussian: k = 64 after 6,000
+iterations 4.4 nats, k = 256 2.3 nats): a wide network can memorise the posterior mean as a function of t for one
+data set. With yₙ alone (``--encoder-inputs y``, quick sizes) the gap does not depend on width at all: Gaussian
+170.8 (k = 4) vs 161.3 (k = 64) nats, Poisson 63.8 vs 63.7 — the paper's claim in its strict form.
+Quick run (``--quick``): 14 s (machine load ~2); the test file, which runs it, 25 s at load ~4-5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..models.gaussian_process import GaussianProcess
+from ._metrics import iterations_to_reach, mean_se, seconds_to_reach
+
+#: Likelihood settings: the likelihood's constructor arguments and the kernel used with it.
+LIKELIHOODS = {
+    "gaussian": {"kernel_variance": 1.0, "lengthscale": 0.2, "noise": 0.1},
+    "poisson": {"kernel_variance": 1.0, "lengthscale": 0.2},
+    "bernoulli": {"kernel_variance": 3.0, "lengthscale": 0.2},
+}
+FVI_NAME = "F-VI"
+ENCODER_INPUTS = ("y,t", "y")
+
+
+def config(quick: bool) -> dict:
+    """Full: N = 1,000, widths {1, 4, 16, 64}, three likelihoods, 4,000 iterations, 3 seeds (quick: N = 200,
+    widths {4, 64}, Gaussian and Poisson, 2,000 iterations, 1 seed)."""
+    return {"n": 200 if quick else 1000,
+            "likelihoods": ["gaussian", "poisson"] if quick else ["gaussian", "poisson", "bernoulli"],
+            "settings": {k: dict(v) for k, v in LIKELIHOODS.items()},
+            "widths": [4, 64] if quick else [1, 4, 16, 64], "depth": 2,
+            "n_iter": 1500 if quick else 4000, "lr": 0.05, "lr_final": 5e-4,
+            "encoder_inputs": "y,t", "backend": "numpy", "max_trace_points": 500, "rel": 0.01,
+            "seeds": 1 if quick else 3}
+
+
+def method_names(config: dict) -> list[str]:
+    """F-VI then one MLP(k) per width."""
+    return [FVI_NAME] + [f"MLP({k})" for k in config["widths"]]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--encoder-inputs {y,t | y}``: what the A-VI encoder sees (default (yₙ, tₙ); ``y``: yₙ alone, the paper's
+    strict setting)."""
+    parser.add_argument("--encoder-inputs", dest="encoder_inputs", choices=ENCODER_INPUTS, default=None,
+                        help="A-VI encoder inputs: 'y,t' (observation and input location, default) or 'y' alone")
+
+
+class _ObservationOnly(GaussianProcess):
+    """The same model, with an A-VI encoder that sees yₙ alone (not tₙ)."""
+
+    def encoder_inputs(self, x: np.ndarray) -> np.ndarray:
+        return x
+
+
+def build_model(config: dict, likelihood: str) -> GaussianProcess:
+    """The :class:`~avicore.models.GaussianProcess` of one likelihood at the configured N."""
+    from ..gp import Bernoulli, Gaussian, Matern12, Poisson
+
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"likelihoods must be among {tuple(LIKELIHOODS)}; got {likelihood!r}.")
+    inputs = config.get("encoder_inputs", "y,t")
+    if inputs not in ENCODER_INPUTS:
+        raise ValueError(f"encoder_inputs must be one of {ENCODER_INPUTS}; got {inputs!r}.")
+    s = config["settings"][likelihood]
+    lik = {"gaussian": lambda: Gaussian(s["noise"]), "poisson": Poisson,
+           "bernoulli": lambda: Bernoulli("logit")}[likelihood]()
+    kernel = Matern12(s["kernel_variance"], s["lengthscale"])
+    cls = GaussianProcess if inputs == "y,t" else _ObservationOnly
+    return cls(kernel, lik, np.linspace(0.0, 1.0, config["n"]))
+
+
+def full_rank_optimum(model, y: np.ndarray, *, max_iter: int = 200, tol: float = 1e-9) -> dict:
+    """Optimum of the full-covariance Gaussian family by the fixed point S⁻¹ = K⁻¹ + diag(λ).
+
+    Parameters
+    ----------
+    model : avicore.models.GaussianProcess
+        The model (log-concave likelihood: Gaussian, Poisson, Bernoulli).
+    y : ndarray of shape (n,)
+        Observations.
+    max_iter, tol : int, float
+        Stop when the largest change of m (absolute) and of λ (relative to max λ) is below ``tol``.
+
+    Returns
+    -------
+    dict
+        ``elbo`` (exact, from :meth:`avicore.gp.FullRankVI.elbo_and_grads`), ``iterations``, ``seconds``,
+        ``converged`` and ``max_abs_grad`` (largest ELBO gradient entry in (m, L) at the solution: ~0 at an optimum).
+
+    Notes
+    -----
+    At a stationary point of the ELBO in (m, S): ∂/∂S = diag(g_v) − ½K⁻¹ + ½S⁻¹ = 0 and g_m = K⁻¹m, with
+    (g_m, g_v) the gradients of Σ E_q[log p(yₙ | fₙ)] in the marginal means and variances. Each step sets
+    λ = −2 g_v, P = K⁻¹ + diag(λ), m ← P⁻¹(λ ⊙ m + g_m) (Newton in m with the Hessian −P) and the marginal
+    variances to diag(P⁻¹). For a Gaussian likelihood one step gives the exact posterior. O(N³) a step.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from avicore.gp import Gaussian, Matern12, log_marginal_likelihood
+    >>> from avicore.models import GaussianProcess
+    >>> model = GaussianProcess(Matern12(1.0, 0.2), Gaussian(0.1), np.linspace(0, 1, 30))
+    >>> y = model.simulate(seed=0).x[:, 0]
+    >>> res = full_rank_optimum(model, y)
+    >>> bool(abs(res["elbo"] - log_marginal_likelihood(model.K, y, 0.1)) < 1e-8)
+    True
+    """
+    from .. import _config
+
+    with _config.serial_blas():  # multi-threaded OpenBLAS busy-waits: 3.7× slower at N = 1,000 on 2 shared cores
+        return _full_rank_optimum(model, y, max_iter, tol)
+
+
+def _full_rank_optimum(model, y: np.ndarray, max_iter: int, tol: float) -> dict:
+    from scipy.linalg import cho_solve, solve_triangular
+
+    from ..gp import FullRankVI
+    from ..quadrature import expected_log_lik
+
+    t0 = time.perf_counter()
+    n = model.n
+    eye = np.eye(n)
+    Kinv = cho_solve((model.L, True), eye, check_finite=False)  # of K + jitter·I, as the model's prior term
+    mean, lam, var = np.zeros(n), np.ones(n), np.diag(model.K).copy()
+    Li = eye
+    converged, iterations = False, 0
+    while iterations < max_iter:
+        iterations += 1
+        ell = expected_log_lik(model.likelihood, y, mean, var, backend="numpy")
+        lam_new = np.maximum(-2.0 * ell.grad_var, 1e-12)
+        L_P = np.linalg.cholesky(Kinv + np.diag(lam_new))
+        mean_new = cho_solve((L_P, True), lam_new * mean + ell.grad_mean, check_finite=False)
+        Li = solve_triangular(L_P, eye, lower=True, check_finite=False)  # P⁻¹ = Liᵀ Li
+        step = max(float(np.abs(mean_new - mean).max()),
+                   float(np.abs(lam_new - lam).max()) / max(1.0, float(np.abs(lam).max())))
+        mean, lam, var = mean_new, lam_new, (Li * Li).sum(axis=0)
+        if step < tol:
+            converged = True
+            break
+    chol = np.linalg.cholesky(Li.T @ Li)
+    elbo, g_mean, g_chol = FullRankVI(model).elbo_and_grads(y, mean, chol)
+    return {"elbo": float(elbo), "iterations": iterations, "converged": converged, "seconds": time.perf_counter() - t0,
+            "max_abs_grad": max(float(np.abs(g_mean).max()), float(np.abs(g_chol).max()))}
+
+
+def _thin(trace: np.ndarray, max_points: int) -> tuple[list[int], list[float]]:
+    """Log-spaced iterations (1-based) of a trace, at most ``max_points`` of them, the last one always kept."""
+    n = len(trace)
+    if n == 0:
+        return [], []
+    idx = np.unique(np.geomspace(1, n, num=max(2, max_points)).astype(np.int64))
+    idx[-1] = n
+    return idx.tolist(), [float(trace[i - 1]) for i in idx]
+
+
+def _fit(config: dict, model, y: np.ndarray, method: str, seed: int, progress: bool):
+    import avicore
+    from avicore.encoders import MLP
+    from avicore.optim import exponential_decay
+
+    lr = exponential_decay(config["lr"], config["lr_final"], config["n_iter"])
+    common = {"n_samples": 1, "elbo_samples": 2, "backend": config["backend"]}  # the GP ELBO is exact: S = 1
+    if method == FVI_NAME:
+        engine = avicore.FVI(model, **common)
+    else:
+        engine = avicore.AVI(model, MLP(int(method[4:-1]), depth=config["depth"]), **common)
+    return engine.fit(y, n_iter=config["n_iter"], lr=lr, seed=seed, progress=progress)
+
+
+def run_likelihood(config: dict, likelihood: str, seed: int, progress: bool) -> dict:
+    """Simulate data for one likelihood and fit every method and the references."""
+    from ..gp import log_marginal_likelihood, mean_field_optimum
+
+    model = build_model(config, likelihood)
+    data = model.simulate(seed=seed)
+    y = data.x
+    results = {m: _fit(config, model, y, m, seed, progress) for m in method_names(config)}
+    fvi = results[FVI_NAME]
+    target = fvi.elbo
+    out: dict = {"n": model.n, "methods": {}}
+    exact = None
+    if likelihood == "gaussian":
+        noise = config["settings"]["gaussian"]["noise"]
+        K = model.K + model.jitter * np.eye(model.n)  # the prior the model factorised
+        exact = log_marginal_likelihood(K, y[:, 0], noise)
+        opt = mean_field_optimum(K, y[:, 0], noise)
+        m_f, v_f = fvi.local_mean[:, 0], fvi.local_sd[:, 0] ** 2
+        out["exact_log_evidence"] = exact
+        out["mean_field_optimum"] = {
+            "elbo": opt.elbo, "fvi_elbo_minus_optimum": fvi.elbo - opt.elbo,
+            "fvi_mean_max_abs_error": float(np.abs(m_f - opt.mean).max()),
+            "fvi_mean_max_rel_error": float(np.abs(m_f - opt.mean).max() / np.abs(opt.mean).max()),
+            "fvi_var_max_rel_error": float(np.abs(v_f / opt.var - 1.0).max())}
+    out["full_rank"] = full_rank_optimum(model, y[:, 0])
+    out["fvi_corr_true_f"] = float(np.corrcoef(fvi.local_mean[:, 0], data.z[:, 0])[0, 1])
+    for m, res in results.items():
+        it, vals = _thin(res.trace, config["max_trace_points"])
+        out["methods"][m] = {
+            "elbo": res.elbo, "elbo_se": res.elbo_se, "gap": target - res.elbo, "seconds": res.seconds,
+            "n_iter": res.n_iter, "stop_reason": res.stop_reason,
+            "iterations_to_1pct": iterations_to_reach(res.trace, target, rel=config["rel"]),
+            "seconds_to_1pct": seconds_to_reach(res.trace, res.seconds, target, rel=config["rel"]),
+            "kl_to_posterior": None if exact is None else exact - res.elbo,
+            "trace_iteration": it, "trace_elbo": vals}
+    return out
+
+
+def run_seed(config: dict, seed: int, progress: bool) -> dict:
+    """Every likelihood on data simulated from ``seed`` (also the seed of every fit)."""
+    # Load SciPy's BLAS before the first fit: the engines hold BLAS to one thread during a fit (threadpoolctl), which
+    # only reaches libraries already loaded; a first import inside the fit left SciPy's OpenBLAS multi-threaded
+    # (busy-waiting) and the first fit ran 30-40× slower on the shared 2-core machine.
+    import scipy.linalg.blas  # noqa: F401
+
+    return {"likelihoods": {lik: run_likelihood(config, lik, seed, progress) for lik in config["likelihoods"]}}
+
+
+def _ms(values) -> list[float]:
+    return list(mean_se(values))
+
+
+def summarize(config: dict, seeds: list[dict]) -> dict:
+    """Mean ± SE over seeds per likelihood and method, and the findings (F-VI ≥ every A-VI, gap > 1 nat at every
+    width, full-rank ≥ F-VI; Gaussian: F-VI at the mean-field optimum, full-rank at log p(y))."""
+    methods = method_names(config)
+    per_lik, findings = {}, {}
+    for lik in config["likelihoods"]:
+        rows = [s["likelihoods"][lik] for s in seeds]
+        per = {}
+        for m in methods:
+            r = [row["methods"][m] for row in rows]
+            per[m] = {key: _ms([v[key] for v in r]) for key in
+                      ("elbo", "gap", "iterations_to_1pct", "seconds_to_1pct", "seconds")}
+            per[m]["reached_1pct"] = sum(v["iterations_to_1pct"] is not None for v in r)
+        entry = {"methods": per, "full_rank_elbo": _ms([row["full_rank"]["elbo"] for row in rows]),
+                 "fvi_corr_true_f": _ms([row["fvi_corr_true_f"] for row in rows])}
+        gaps = {m: [row["methods"][m]["gap"] for row in rows] for m in methods[1:]}
+        fr_minus_fvi = [row["full_rank"]["elbo"] - row["methods"][FVI_NAME]["elbo"] for row in rows]
+        f = {"fvi_ge_every_avi": all(g >= 0.0 for gs in gaps.values() for g in gs),
+             "gap_above_1_nat_every_width": all(g > 1.0 for gs in gaps.values() for g in gs),
+             "min_gap": min(g for gs in gaps.values() for g in gs),
+             "gap_by_width": {m: _ms(gs) for m, gs in gaps.items()},
+             "widest_over_narrowest_gap": (float(np.mean(gaps[methods[-1]]) / np.mean(gaps[methods[1]]))
+                                          if len(methods) > 2 else None),
+             "full_rank_ge_fvi": all(d >= -1e-6 for d in fr_minus_fvi),
+             "full_rank_minus_fvi": _ms(fr_minus_fvi)}
+        if lik == "gaussian":
+            entry["exact_log_evidence"] = _ms([row["exact_log_evidence"] for row in rows])
+            entry["mean_field_optimum_elbo"] = _ms([row["mean_field_optimum"]["elbo"] for row in rows])
+            d_opt = [row["mean_field_optimum"]["fvi_elbo_minus_optimum"] for row in rows]
+            d_exact = [row["full_rank"]["elbo"] - row["exact_log_evidence"] for row in rows]
+            f["fvi_minus_mean_field_optimum"] = _ms(d_opt)
+            f["fvi_at_mean_field_optimum"] = all(abs(d) < 0.5 for d in d_opt)
+            f["fvi_mean_max_rel_error"] = max(row["mean_field_optimum"]["fvi_mean_max_rel_error"] for row in rows)
+            f["full_rank_minus_exact"] = _ms(d_exact)
+            f["full_rank_at_exact_log_evidence"] = all(abs(d) < 1e-6 for d in d_exact)
+        per_lik[lik] = entry
+        findings[lik] = f
+    findings["no_encoder_closes_the_gap"] = all(findings[lik]["gap_above_1_nat_every_width"]
+                                                and findings[lik]["fvi_ge_every_avi"] for lik in config["likelihoods"])
+    return {"settings": {k: config.get(k) for k in ("n", "widths", "n_iter", "lr", "lr_final", "rel",
+                                                    "encoder_inputs")},
+            "likelihoods": per_lik, "findings": findings}
+
+
+def _fmt(pair, digits: int = 1) -> str:
+    m, se = (math.nan if v is None else float(v) for v in pair)
+    if math.isnan(m):
+        return "-"
+    return f"{m:,.{digits}f}" if math.isnan(se) else f"{m:,.{digits}f} ± {se:,.{digits}f}"
+
+
+def table(summary: dict) -> str:
+    """One markdown table per likelihood (ELBO, gap, iterations/seconds to 1 % of F-VI's ELBO), then references."""
+    n = summary["settings"]["n"]
+    lines = []
+    for lik, entry in summary["likelihoods"].items():
+        f = summary["findings"][lik]
+        head = f"\n**{lik}** (N = {n}, encoder inputs ({summary['settings']['encoder_inputs']}))\n"
+        lines += [head, "| method | ELBO | gap to F-VI (nats) | iterations to 1 % | seconds to 1 % | seconds | "
+                  "reached |", "|---|---|---|---|---|---|---|"]
+        for m, v in entry["methods"].items():
+            lines.append(f"| {m} | {_fmt(v['elbo'], 2)} | {_fmt(v['gap'], 2)} | {_fmt(v['iterations_to_1pct'], 0)} "
+                         f"| {_fmt(v['seconds_to_1pct'], 2)} | {_fmt(v['seconds'], 2)} | {v['reached_1pct']} |")
+        fr_gap = [-f["full_rank_minus_fvi"][0], f["full_rank_minus_fvi"][1]]  # F-VI − full-rank (≤ 0)
+        lines.append(f"| full-rank Gaussian | {_fmt(entry['full_rank_elbo'], 2)} | {_fmt(fr_gap, 2)} | | | | |")
+        if "exact_log_evidence" in entry:
+            lines.append(f"| exact log p(y) | {_fmt(entry['exact_log_evidence'], 2)} | | | | | |")
+            lines.append(f"| mean-field optimum (closed form) | {_fmt(entry['mean_field_optimum_elbo'], 2)} | | | "
+                         f"| | |")
+            lines.append(f"\nF-VI − mean-field optimum: {_fmt(f['fvi_minus_mean_field_optimum'], 4)} nats "
+                         f"(means within {f['fvi_mean_max_rel_error']:.1e} relative); full-rank − log p(y): "
+                         f"{float(f['full_rank_minus_exact'][0]):.1e} nats")
+        lines.append(f"\nF-VI ≥ every A-VI: {f['fvi_ge_every_avi']}; gap > 1 nat at every width: "
+                     f"{f['gap_above_1_nat_every_width']} (smallest {f['min_gap']:.2f}); full-rank ≥ F-VI: "
+                     f"{f['full_rank_ge_fvi']}")
+    lines.append(f"\nno encoder closes the gap: {summary['findings']['no_encoder_closes_the_gap']}")
+    return "\n".join(lines)
+
+
+def figures(config: dict, seeds: list[dict], summary: dict, out_dir: Path) -> list[str]:
+    """Gap vs width, ELBO traces (full-rank ELBO − ELBO, log-log) and box plots of iterations to 1 %."""
+    import matplotlib.pyplot as plt
+
+    liks = list(summary["likelihoods"])
+    methods = method_names(config)
+    files = []
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for lik in liks:
+        gaps = summary["findings"][lik]["gap_by_width"]
+        mean = [gaps[m][0] for m in methods[1:]]
+        se = [float(gaps[m][1]) for m in methods[1:]]  # "nan" (JSON) for a single seed
+        se = [0.0 if math.isnan(v) else v for v in se]
+        ax.errorbar(config["widths"], mean, yerr=se, marker="o", capsize=3, label=lik)
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--", label="1 nat")
+    ax.set(xscale="log", yscale="log", xlabel="MLP width k", ylabel="ELBO(F-VI) − ELBO(A-VI) (nats)",
+           title=f"GP, N = {config['n']}, encoder on ({config.get('encoder_inputs', 'y,t')})")
+    ax.set_xticks(config["widths"], [str(k) for k in config["widths"]])
+    ax.legend()
+    fig.tight_layout()
+    files.append(_save(fig, out_dir / "gp_gap_vs_width.png"))
+
+    fig, axes = plt.subplots(1, len(liks), figsize=(5 * len(liks), 4), squeeze=False)
+    for ax, lik in zip(axes[0], liks):
+        run = seeds[0]["likelihoods"][lik]
+        best = run["full_rank"]["elbo"]
+        for m in methods:
+            v = run["methods"][m]
+            dist = np.maximum(best - np.asarray(v["trace_elbo"]), 1e-3)
+            ax.plot(v["trace_iteration"], dist, label=m)
+        ax.set(xscale="log", yscale="log", xlabel="iteration", ylabel="full-rank ELBO − ELBO (nats)",
+               title=f"{lik} (seed 0)")
+        if "exact_log_evidence" in run:
+            ax.axhline(best - run["mean_field_optimum"]["elbo"], color="grey", lw=0.8, ls="--",
+                       label="mean-field optimum")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    files.append(_save(fig, out_dir / "gp_elbo_traces.png"))
+
+    fig, axes = plt.subplots(1, len(liks), figsize=(5 * len(liks), 4), squeeze=False)
+    for ax, lik in zip(axes[0], liks):
+        data = [[s["likelihoods"][lik]["methods"][m]["iterations_to_1pct"] for s in seeds] for m in methods]
+        reached = [[d for d in col if d is not None] for col in data]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN box (never reached) is drawn empty
+            ax.boxplot([r or [np.nan] for r in reached], tick_labels=methods)
+        ax.set(yscale="log", ylabel="iterations to 1 % of F-VI's ELBO", ylim=(1, config["n_iter"]),
+               title=f"{lik}, N = {config['n']}")
+        for i, r in enumerate(reached, start=1):  # how many seeds got there at all
+            ax.annotate(f"{len(r)}/{len(seeds)} seeds" if r else "never", (i, 1), xytext=(0, 4),
+                        textcoords="offset points", ha="center", fontsize=8)
+    fig.tight_layout()
+    files.append(_save(fig, out_dir / "gp_iterations_to_1pct.png"))
+    return files
+
+
+def _save(fig, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)
