@@ -117,78 +117,14 @@ def build_model(config: dict, likelihood: str) -> GaussianProcess:
     return cls(kernel, lik, np.linspace(0.0, 1.0, config["n"]))
 
 
-def full_rank_optimum(model, y: np.ndarray, *, max_iter: int = 200, tol: float = 1e-9) -> dict:
-    """Optimum of the full-covariance Gaussian family by the fixed point S⁻¹ = K⁻¹ + diag(λ).
-
-    Parameters
-    ----------
-    model : avicore.models.GaussianProcess
-        The model (log-concave likelihood: Gaussian, Poisson, Bernoulli).
-    y : ndarray of shape (n,)
-        Observations.
-    max_iter, tol : int, float
-        Stop when the largest change of m (absolute) and of λ (relative to max λ) is below ``tol``.
-
-    Returns
-    -------
-    dict
-        ``elbo`` (exact, from :meth:`avicore.gp.FullRankVI.elbo_and_grads`), ``iterations``, ``seconds``,
-        ``converged`` and ``max_abs_grad`` (largest ELBO gradient entry in (m, L) at the solution: ~0 at an optimum).
-
-    Notes
-    -----
-    At a stationary point of the ELBO in (m, S): ∂/∂S = diag(g_v) − ½K⁻¹ + ½S⁻¹ = 0 and g_m = K⁻¹m, with
-    (g_m, g_v) the gradients of Σ E_q[log p(yₙ | fₙ)] in the marginal means and variances. Each step sets
-    λ = −2 g_v, P = K⁻¹ + diag(λ), m ← P⁻¹(λ ⊙ m + g_m) (Newton in m with the Hessian −P) and the marginal
-    variances to diag(P⁻¹). For a Gaussian likelihood one step gives the exact posterior. O(N³) a step.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from avicore.gp import Gaussian, Matern12, log_marginal_likelihood
-    >>> from avicore.models import GaussianProcess
-    >>> model = GaussianProcess(Matern12(1.0, 0.2), Gaussian(0.1), np.linspace(0, 1, 30))
-    >>> y = model.simulate(seed=0).x[:, 0]
-    >>> res = full_rank_optimum(model, y)
-    >>> bool(abs(res["elbo"] - log_marginal_likelihood(model.K, y, 0.1)) < 1e-8)
-    True
-    """
-    from .. import _config
-
-    with _config.serial_blas():  # multi-threaded OpenBLAS busy-waits: 3.7× slower at N = 1,000 on 2 shared cores
-        return _full_rank_optimum(model, y, max_iter, tol)
-
-
-def _full_rank_optimum(model, y: np.ndarray, max_iter: int, tol: float) -> dict:
-    from scipy.linalg import cho_solve, solve_triangular
-
+def full_rank_optimum(model, y: np.ndarray) -> dict:
+    """The full-covariance family's optimum (:meth:`avicore.gp.FullRankVI.fit_fixed_point`) as JSON numbers."""
     from ..gp import FullRankVI
-    from ..quadrature import expected_log_lik
 
     t0 = time.perf_counter()
-    n = model.n
-    eye = np.eye(n)
-    Kinv = cho_solve((model.L, True), eye, check_finite=False)  # of K + jitter·I, as the model's prior term
-    mean, lam, var = np.zeros(n), np.ones(n), np.diag(model.K).copy()
-    Li = eye
-    converged, iterations = False, 0
-    while iterations < max_iter:
-        iterations += 1
-        ell = expected_log_lik(model.likelihood, y, mean, var, backend="numpy")
-        lam_new = np.maximum(-2.0 * ell.grad_var, 1e-12)
-        L_P = np.linalg.cholesky(Kinv + np.diag(lam_new))
-        mean_new = cho_solve((L_P, True), lam_new * mean + ell.grad_mean, check_finite=False)
-        Li = solve_triangular(L_P, eye, lower=True, check_finite=False)  # P⁻¹ = Liᵀ Li
-        step = max(float(np.abs(mean_new - mean).max()),
-                   float(np.abs(lam_new - lam).max()) / max(1.0, float(np.abs(lam).max())))
-        mean, lam, var = mean_new, lam_new, (Li * Li).sum(axis=0)
-        if step < tol:
-            converged = True
-            break
-    chol = np.linalg.cholesky(Li.T @ Li)
-    elbo, g_mean, g_chol = FullRankVI(model).elbo_and_grads(y, mean, chol)
-    return {"elbo": float(elbo), "iterations": iterations, "converged": converged, "seconds": time.perf_counter() - t0,
-            "max_abs_grad": max(float(np.abs(g_mean).max()), float(np.abs(g_chol).max()))}
+    res = FullRankVI(model).fit_fixed_point(y)
+    return {"elbo": res.elbo, "iterations": res.iterations, "converged": res.converged,
+            "seconds": time.perf_counter() - t0, "max_abs_grad": res.max_abs_grad}
 
 
 def _thin(trace: np.ndarray, max_points: int) -> tuple[list[int], list[float]]:

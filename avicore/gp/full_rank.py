@@ -23,11 +23,18 @@ __all__ = ["FullRankResult", "FullRankVI"]
 
 @dataclass(frozen=True)
 class FullRankResult:
-    """A fitted q(f) = N(mean, chol cholᵀ) and its exact ELBO."""
+    """A fitted q(f) = N(mean, chol cholᵀ) and its exact ELBO.
+
+    ``iterations`` and ``converged`` describe the fit (Adam always runs its ``n_iter`` steps: ``converged`` is then
+    None); ``max_abs_grad`` is the largest ELBO gradient entry in (mean, chol) at the end (≈ 0 at an optimum).
+    """
 
     mean: np.ndarray
     chol: np.ndarray
     elbo: float
+    iterations: int = 0
+    converged: bool | None = None
+    max_abs_grad: float = float("nan")
 
 
 class FullRankVI:
@@ -74,6 +81,76 @@ class FullRankVI:
         g_chol[np.diag_indices_from(g_chol)] += 1.0 / diag
         return value, ell.grad_mean - alpha, g_chol
 
+    def fit_fixed_point(self, y: object, *, max_iter: int = 200, tol: float = 1e-9) -> FullRankResult:
+        """The optimum of the family by the fixed point S⁻¹ = K⁻¹ + diag(λ) (log-concave likelihoods).
+
+        At a stationary point of the ELBO in (m, S): ∂/∂S = diag(g_v) − ½K⁻¹ + ½S⁻¹ = 0 and g_m = K⁻¹m, with
+        (g_m, g_v) the gradients of Σ E_q[log p(yₙ | fₙ)] in the marginal means and variances. Each step sets
+        λ = −2 g_v, P = K⁻¹ + diag(λ), m ← P⁻¹(λ ⊙ m + g_m) (a Newton step in m, Hessian −P) and the marginal
+        variances to diag(P⁻¹). With a Gaussian likelihood one step gives the exact posterior; Poisson and Bernoulli
+        converge in a handful of O(N³) steps where Adam needs thousands. Student-t is not log-concave (λ may be
+        negative; it is floored at 1e-12): use :meth:`fit` for it.
+
+        Parameters
+        ----------
+        y : array-like of shape (n,) or (n, 1)
+            Observations.
+        max_iter : int
+            Steps at most.
+        tol : float
+            Stop when the largest change of m (absolute) and of λ (relative to max(1, max λ)) is below ``tol``.
+
+        Returns
+        -------
+        FullRankResult
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from avicore.gp import FullRankVI, Gaussian, Matern12, log_marginal_likelihood
+        >>> from avicore.models import GaussianProcess
+        >>> model = GaussianProcess(Matern12(1.0, 0.2), Gaussian(0.1), np.linspace(0, 1, 30))
+        >>> y = model.simulate(seed=0).x
+        >>> res = FullRankVI(model).fit_fixed_point(y)
+        >>> bool(abs(res.elbo - log_marginal_likelihood(model.K, y[:, 0], 0.1)) < 1e-8)
+        True
+        """
+        arr = self.model.validate_data(y, "y")[:, 0]
+        max_iter = check_int(max_iter, "max_iter", minimum=1)
+        tol = check_scalar(tol, "tol", positive=True)
+        with _config.serial_blas():
+            return self._fixed_point(arr, max_iter, tol)
+
+    def _fixed_point(self, y: np.ndarray, max_iter: int, tol: float) -> FullRankResult:
+        from scipy.linalg import cho_solve, solve_triangular
+
+        from ..quadrature import expected_log_lik
+
+        model = self.model
+        n = model.n
+        eye = np.eye(n)
+        Kinv = cho_solve((model.L, True), eye, check_finite=False)  # of K + jitter·I, as the model's prior term
+        mean, lam, var = np.zeros(n), np.ones(n), np.diag(model.K).copy()
+        Li = eye
+        converged, iterations = False, 0
+        while iterations < max_iter:
+            iterations += 1
+            ell = expected_log_lik(model.likelihood, y, mean, var, backend="numpy")
+            lam_new = np.maximum(-2.0 * ell.grad_var, 1e-12)
+            L_P = np.linalg.cholesky(Kinv + np.diag(lam_new))
+            mean_new = cho_solve((L_P, True), lam_new * mean + ell.grad_mean, check_finite=False)
+            Li = solve_triangular(L_P, eye, lower=True, check_finite=False)  # P⁻¹ = Liᵀ Li
+            step = max(float(np.abs(mean_new - mean).max()),
+                       float(np.abs(lam_new - lam).max()) / max(1.0, float(np.abs(lam).max())))
+            mean, lam, var = mean_new, lam_new, (Li * Li).sum(axis=0)
+            if step < tol:
+                converged = True
+                break
+        chol = np.linalg.cholesky(Li.T @ Li)
+        elbo, g_mean, g_chol = self.elbo_and_grads(y, mean, chol)
+        return FullRankResult(mean=mean, chol=chol, elbo=float(elbo), iterations=iterations, converged=converged,
+                              max_abs_grad=max(float(np.abs(g_mean).max()), float(np.abs(g_chol).max())))
+
     def fit(self, y: object, *, n_iter: int = 2000, lr: float = 0.01) -> FullRankResult:
         """Maximise the ELBO by Adam from m = 0, L = 0.1·I, the step decaying exponentially from ``lr`` to lr/100."""
         arr = self.model.validate_data(y, "y")[:, 0]
@@ -92,5 +169,6 @@ class FullRankVI:
                     m1[k] = b1 * m1[k] + (1 - b1) * g
                     m2[k] = b2 * m2[k] + (1 - b2) * g * g
                     params[k] = params[k] + step * (m1[k] / (1 - b1**it)) / (np.sqrt(m2[k] / (1 - b2**it)) + 1e-8)
-        value, _, _ = self.elbo_and_grads(arr, params[0], params[1])
-        return FullRankResult(mean=params[0], chol=params[1], elbo=value)
+        value, g_mean, g_chol = self.elbo_and_grads(arr, params[0], params[1])
+        return FullRankResult(mean=params[0], chol=params[1], elbo=value, iterations=n_iter,
+                              max_abs_grad=max(float(np.abs(g_mean).max()), float(np.abs(g_chol).max())))

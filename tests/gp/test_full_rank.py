@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from avicore.gp import FullRankVI, Gaussian, Matern12, log_marginal_likelihood
+from avicore.gp import Bernoulli, FullRankVI, Gaussian, Matern12, Poisson, log_marginal_likelihood, posterior
 from avicore.models import GaussianProcess
 
 
@@ -41,3 +41,23 @@ def test_full_rank_gradients_match_finite_differences():
 def test_full_rank_refuses_other_models():
     with pytest.raises(TypeError, match="model must be"):
         FullRankVI("gp")
+
+
+@pytest.mark.parametrize("likelihood", [Poisson(), Bernoulli("logit")], ids=["poisson", "bernoulli"])
+def test_fixed_point_reaches_the_optimum_adam_approaches(likelihood):
+    model = GaussianProcess(Matern12(3.0, 0.3), likelihood, np.linspace(0.0, 1.0, 30))
+    y = model.simulate(seed=3).x
+    fixed = FullRankVI(model).fit_fixed_point(y)
+    adam = FullRankVI(model).fit(y, n_iter=1500, lr=0.03)
+    assert fixed.converged and fixed.iterations < 50 and fixed.max_abs_grad < 1e-6
+    assert adam.elbo <= fixed.elbo + 1e-6
+    assert adam.elbo == pytest.approx(fixed.elbo, abs=0.02)
+
+
+def test_fixed_point_is_exact_in_one_step_for_a_gaussian_likelihood():
+    model = GaussianProcess(Matern12(1.0, 0.2), Gaussian(0.1), np.linspace(0.0, 1.0, 40))
+    y = model.simulate(seed=0).x
+    fixed = FullRankVI(model).fit_fixed_point(y, max_iter=1)
+    post = posterior(model.K + model.jitter * np.eye(40), y[:, 0], 0.1)
+    np.testing.assert_allclose(fixed.mean, post.mean, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(fixed.chol @ fixed.chol.T, post.cov, rtol=1e-8, atol=1e-12)
