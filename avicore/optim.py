@@ -127,7 +127,7 @@ class Adam:
         if self._cy is not None:
             bad = self._cy.cy_adam_dense(params.reshape(-1), grad.reshape(-1), self.m.reshape(-1),
                                          self.v.reshape(-1), out.reshape(-1), step, self.beta1, self.beta2, sqrt_bc2,
-                                         self.eps, scale, offset, _config.get_num_threads())
+                                         self.eps, scale, offset, _config.threads_for(params.size, 16384))
             self.finite = bad == 0
             return out
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite input is reported by ``finite``
@@ -160,7 +160,8 @@ class Adam:
         self.counts[rows] += 1
         if self._cy is not None:
             bad = self._cy.cy_adam_rows(params, grad, self.m, self.v, rows, self.counts, self.sign * self.lr,
-                                        self.beta1, self.beta2, self.eps, scale, offset, _config.get_num_threads())
+                                        self.beta1, self.beta2, self.eps, scale, offset,
+                                        _config.threads_for(grad.size, 16384))
             self.finite = bad == 0
             return
         t = self.counts[rows].astype(np.float64)[:, None]

@@ -286,9 +286,10 @@ def local_terms(model_id: int, params: np.ndarray, x: np.ndarray, mean: np.ndarr
         from .._cy import load
 
         load("elbo").cy_local_terms(model_id, params, x, mean, log_scale, theta, np.uint64(key), index, chunk,
-                                    part, grad_mean, grad_log_scale, min(_config.get_num_threads(), n_parts))
+                                    part, grad_mean, grad_log_scale, min(_config.threads_for(n_rows * n_samples, 2048),
+                                                                         n_parts))
     elif backend == "numba":
-        _config.apply_numba_threads()
+        _config.apply_numba_threads(_config.threads_for(n_rows * n_samples, 2048))
         _fused_builtin_numba(model_id, params, x, mean, log_scale, theta, np.uint64(key), index, chunk, part,
                              grad_mean, grad_log_scale)
     else:
@@ -310,7 +311,7 @@ def local_terms_custom(density: Callable, x: np.ndarray, mean: np.ndarray, log_s
     chunk = chunk_rows(n_samples)
     n_parts = -(-n_rows // chunk)
     part, grad_mean, grad_log_scale = _outputs(n_rows, d, n_samples, n_global, n_parts, out)
-    _config.apply_numba_threads()
+    _config.apply_numba_threads(_config.threads_for(n_rows * n_samples, 2048))
     _fused_custom_numba(density, x, mean, log_scale, theta, np.uint64(key), index, chunk, part, grad_mean,
                         grad_log_scale)
     return reduce_partials(part, n_samples, n_global, grad_mean, grad_log_scale, out)

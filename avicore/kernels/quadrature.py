@@ -236,9 +236,9 @@ def run_expected_log_lik(code: int, params: np.ndarray, y: np.ndarray, mean: np.
         from .._cy import load
 
         load("quadrature").cy_expected_log_lik(code, params, y, mean, var, nodes, weights, value, grad_mean,
-                                                grad_var, _config.get_num_threads())
+                                                grad_var, _config.threads_for(n))
     elif backend == "numba":
-        _config.apply_numba_threads()
+        _config.apply_numba_threads(_config.threads_for(n))
         _expected_log_lik_numba(code, params, y, mean, var, nodes, weights, value, grad_mean, grad_var)
     else:
         from ._quadrature_cuda import expected_log_lik_cuda
