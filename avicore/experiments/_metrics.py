@@ -53,3 +53,22 @@ def fmt_mean_se(values: Sequence[float], digits: int = 2) -> str:
     if math.isnan(m):
         return "-"
     return f"{m:.{digits}f}" if math.isnan(se) else f"{m:.{digits}f} ± {se:.{digits}f}"
+
+
+def fmt_pair(pair: Sequence[float | None], digits: int = 2) -> str:
+    """"m ± se" of a (mean, standard error) pair for tables: thousands separators, scientific notation for means
+    too small for ``digits`` decimals, "-" for a missing mean, the mean alone when the SE is missing (one seed)."""
+    m, se = (math.nan if v is None else float(v) for v in pair)
+    if math.isnan(m):
+        return "-"
+    spec = f",.{digits}f" if m == 0 or abs(m) >= 10.0 ** -digits else ".2e"
+    return f"{m:{spec}}" if math.isnan(se) else f"{m:{spec}} ± {se:{spec}}"
+
+
+def save_figure(fig: object, path: object) -> str:
+    """Write a matplotlib figure as PNG (120 dpi), close it, return the path."""
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._metrics import fmt_pair as _fmt
 from ._metrics import iterations_to_reach, mean_se, seconds_to_reach
 
 #: The F-VI method's label (every other method is "<encoder> <window>").
@@ -252,12 +253,6 @@ def summarize_methods(seeds: list[dict]) -> dict:
     return {"methods": per, "references": refs, "n_seeds": len(seeds)}
 
 
-def _fmt(pair, digits: int = 2) -> str:
-    m, se = (math.nan if v is None else float(v) for v in pair)
-    if math.isnan(m):
-        return "-"
-    fmt = f"{{:.{digits}f}}" if abs(m) >= 10 ** -digits or m == 0 else "{:.2e}"
-    return fmt.format(m) if math.isnan(se) else f"{fmt.format(m)} ± {fmt.format(se)}"
 
 
 def methods_table(summary: dict) -> str:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._metrics import fmt_pair as _fmt
 from ._metrics import mean_se
 
 FASHION = {"latent_dim": 64, "hidden": [256, 256], "n_train": 10_000, "n_held_out": 1_000, "obs_scale": 1.0,
@@ -170,11 +171,6 @@ def table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _fmt(pair, digits: int) -> str:
-    m, se = (math.nan if v is None else float(v) for v in pair)
-    if math.isnan(m):
-        return "-"
-    return f"{m:.{digits}f}" if math.isnan(se) else f"{m:.{digits}f} ± {se:.{digits}f}"
 
 
 def figures(config: dict, seeds: list[dict], summary: dict, out_dir: Path) -> list[str]:

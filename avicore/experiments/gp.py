@@ -57,7 +57,8 @@ from pathlib import Path
 import numpy as np
 
 from ..models.gaussian_process import GaussianProcess
-from ._metrics import iterations_to_reach, mean_se, seconds_to_reach
+from ._metrics import fmt_pair as _fmt
+from ._metrics import iterations_to_reach, mean_se, save_figure, seconds_to_reach
 
 #: Likelihood settings: the likelihood's constructor arguments and the kernel used with it.
 LIKELIHOODS = {
@@ -247,11 +248,6 @@ def summarize(config: dict, seeds: list[dict]) -> dict:
             "likelihoods": per_lik, "findings": findings}
 
 
-def _fmt(pair, digits: int = 1) -> str:
-    m, se = (math.nan if v is None else float(v) for v in pair)
-    if math.isnan(m):
-        return "-"
-    return f"{m:,.{digits}f}" if math.isnan(se) else f"{m:,.{digits}f} ± {se:,.{digits}f}"
 
 
 def table(summary: dict) -> str:
@@ -303,7 +299,7 @@ def figures(config: dict, seeds: list[dict], summary: dict, out_dir: Path) -> li
     ax.set_xticks(config["widths"], [str(k) for k in config["widths"]])
     ax.legend()
     fig.tight_layout()
-    files.append(_save(fig, out_dir / "gp_gap_vs_width.png"))
+    files.append(save_figure(fig, out_dir / "gp_gap_vs_width.png"))
 
     fig, axes = plt.subplots(1, len(liks), figsize=(5 * len(liks), 4), squeeze=False)
     for ax, lik in zip(axes[0], liks):
@@ -320,7 +316,7 @@ def figures(config: dict, seeds: list[dict], summary: dict, out_dir: Path) -> li
                        label="mean-field optimum")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    files.append(_save(fig, out_dir / "gp_elbo_traces.png"))
+    files.append(save_figure(fig, out_dir / "gp_elbo_traces.png"))
 
     fig, axes = plt.subplots(1, len(liks), figsize=(5 * len(liks), 4), squeeze=False)
     for ax, lik in zip(axes[0], liks):
@@ -335,13 +331,7 @@ def figures(config: dict, seeds: list[dict], summary: dict, out_dir: Path) -> li
             ax.annotate(f"{len(r)}/{len(seeds)} seeds" if r else "never", (i, 1), xytext=(0, 4),
                         textcoords="offset points", ha="center", fontsize=8)
     fig.tight_layout()
-    files.append(_save(fig, out_dir / "gp_iterations_to_1pct.png"))
+    files.append(save_figure(fig, out_dir / "gp_iterations_to_1pct.png"))
     return files
 
 
-def _save(fig, path: Path) -> str:
-    import matplotlib.pyplot as plt
-
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return str(path)

@@ -40,7 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._metrics import iterations_to_reach, mean_se, seconds_to_reach
+from ._metrics import fmt_pair as _fmt
+from ._metrics import iterations_to_reach, mean_se, save_figure, seconds_to_reach
 
 WIDTHS = (1, 2, 4, 8, 16, 32)
 #: Iterations-to-1 % threshold (relative to F-VI's final ELBO).
@@ -209,11 +210,6 @@ def summarize(config: dict, seeds: list[dict]) -> dict:
             "methods": per, "findings": findings}
 
 
-def _fmt(pair, digits: int) -> str:
-    m, se = (math.nan if v is None else float(v) for v in pair)
-    if math.isnan(m):
-        return "-"
-    return f"{m:,.{digits}f}" if math.isnan(se) else f"{m:,.{digits}f} ± {se:,.{digits}f}"
 
 
 def table(summary: dict) -> str:
@@ -282,7 +278,7 @@ def figures(config: dict, seeds: list[dict], summary: dict, out_dir: Path) -> li
     ax.set_xticks(widths, [str(w) for w in widths])
     ax.legend(fontsize=8)
     fig.tight_layout()
-    files.append(_save(fig, out_dir / "nonlinear_gap_vs_width.png"))
+    files.append(save_figure(fig, out_dir / "nonlinear_gap_vs_width.png"))
     # 2. ELBO traces, log-log distance to the best ELBO.
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for i, (m, (it, dist)) in enumerate(_distance_traces(seeds, names).items()):
@@ -294,7 +290,7 @@ def figures(config: dict, seeds: list[dict], summary: dict, out_dir: Path) -> li
     ax.axhline(REACH * elbo_f, color="grey", ls="--", lw=0.8, label="1 % of |ELBO(F-VI)|")
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
-    files.append(_save(fig, out_dir / "nonlinear_elbo_traces.png"))
+    files.append(save_figure(fig, out_dir / "nonlinear_elbo_traces.png"))
     # 3. Iterations and seconds to 1 % of F-VI's final ELBO.
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, key, label in ((axes[0], "iterations_to_1pct", "iterations"), (axes[1], "seconds_to_1pct", "seconds")):
@@ -305,13 +301,7 @@ def figures(config: dict, seeds: list[dict], summary: dict, out_dir: Path) -> li
                title="(methods that never reach it: empty)")
         ax.tick_params(axis="x", labelrotation=30)
     fig.tight_layout()
-    files.append(_save(fig, out_dir / "nonlinear_iterations_to_1pct.png"))
+    files.append(save_figure(fig, out_dir / "nonlinear_iterations_to_1pct.png"))
     return files
 
 
-def _save(fig, path: Path) -> str:
-    import matplotlib.pyplot as plt
-
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return str(path)
