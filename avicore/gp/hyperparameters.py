@@ -103,22 +103,19 @@ def fit_marginal_likelihood(kernel: Kernel, likelihood: Gaussian, inputs: object
     """
     from scipy.optimize import minimize
 
-    from ..models.gaussian_process import GaussianProcess
+    from ..models.gaussian_process import GaussianProcess, check_inputs
 
     if not isinstance(kernel, Kernel):
-        raise TypeError(f"kernel must be an avicore.gp.Kernel; got {type(kernel).__name__}.")
+        raise TypeError(f"kernel must be an avicore.gp.Kernel such as RBF(); got {type(kernel).__name__}.")
     if not isinstance(likelihood, Gaussian):
         raise TypeError(f"likelihood must be avicore.gp.Gaussian (the exact marginal likelihood needs Gaussian noise;"
                         f" fit other likelihoods through the ELBO); got {type(likelihood).__name__}.")
-    x = as_float_array(inputs, "inputs")
-    x = x.reshape(-1, 1) if x.ndim == 1 else x
-    if x.ndim != 2:
-        raise ValueError(f"inputs must have shape (n,) or (n, input_dim); got {np.shape(inputs)}.")
-    y_arr = as_float_array(y, "y").reshape(-1) if np.ndim(y) <= 2 else None
-    if y_arr is None or (np.ndim(y) == 2 and np.shape(y)[1] != 1):
-        raise ValueError(f"y must have shape (n,) or (n, 1); got {np.shape(y)}.")
-    if y_arr.shape[0] != x.shape[0]:
-        raise ValueError(f"y must have one value per input ({x.shape[0]}); got {y_arr.shape[0]}.")
+    x = check_inputs(inputs)
+    y_arr = as_float_array(y, "y")
+    if y_arr.shape not in ((x.shape[0],), (x.shape[0], 1)):
+        raise ValueError(f"y must have shape ({x.shape[0]},) or ({x.shape[0]}, 1), one value per input; "
+                         f"got {y_arr.shape}.")
+    y_arr = y_arr.reshape(-1)
     index = list(GaussianProcess._check_fit(fit, kernel))
     max_iter = check_int(max_iter, "max_iter", minimum=1)
     base = kernel.params

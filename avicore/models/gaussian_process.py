@@ -45,6 +45,16 @@ from .base import LatentVariableModel, LocalTerms, SimulatedData
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
+def check_inputs(inputs: object) -> np.ndarray:
+    """GP inputs as a C-contiguous float64 (n, input_dim) array, n ≥ 1, finite."""
+    arr = as_float_array(inputs, "inputs")
+    if arr.ndim == 1:
+        arr = arr.reshape(-1, 1)
+    if arr.ndim != 2 or arr.shape[0] < 1:
+        raise ValueError(f"inputs must have shape (n,) or (n, input_dim) with n >= 1; got {np.shape(inputs)}.")
+    return np.ascontiguousarray(arr)
+
+
 @dataclass(frozen=True)
 class _PriorFactor:
     """What the prior term needs from one Gram matrix: its Cholesky factor's inverse, diag(K⁻¹) and log|K|."""
@@ -122,11 +132,7 @@ class GaussianProcess(LatentVariableModel):
         if not isinstance(likelihood, Likelihood):
             raise TypeError(f"likelihood must be an avicore.gp.Likelihood such as Poisson(); "
                             f"got {type(likelihood).__name__}.")
-        arr = as_float_array(inputs, "inputs")
-        if arr.ndim == 1:
-            arr = arr.reshape(-1, 1)
-        if arr.ndim != 2 or arr.shape[0] < 1:
-            raise ValueError(f"inputs must have shape (n,) or (n, input_dim) with n >= 1; got {np.shape(inputs)}.")
+        arr = check_inputs(inputs)
         self.kernel = kernel
         self.likelihood = likelihood
         self.inputs = np.ascontiguousarray(arr)

@@ -93,7 +93,7 @@ def test_marginal_likelihood_rejects_bad_input() -> None:
     t = np.linspace(0.0, 1.0, 10)
     with pytest.raises(TypeError, match=r"likelihood must be avicore\.gp\.Gaussian"):
         fit_marginal_likelihood(Matern12(), Poisson(), t, np.zeros(10))
-    with pytest.raises(ValueError, match=r"y must have one value per input \(10\); got 9"):
+    with pytest.raises(ValueError, match=r"y must have shape \(10,\) or \(10, 1\), one value per input; got \(9,\)"):
         fit_marginal_likelihood(Matern12(), Gaussian(), t, np.zeros(9))
     with pytest.raises(ValueError, match="y must"):
         fit_marginal_likelihood(Matern12(), Gaussian(), t, np.full(10, np.nan))
