@@ -1,32 +1,22 @@
-"""Acceptance on a reduced digits run: latent 8, hidden (64, 64); F-VI vs A-VI with MLP(1), MLP(16), MLP(64), Constant.
+"""Acceptance on the digits: latent 8, hidden (64, 64); F-VI vs A-VI with MLP(1), MLP(16), MLP(64), Constant.
 
-Reduced from the issue's 1,797 images to 1,000 training + 297 held-out images and 200 epochs of minibatches of 100
-(the full run: ``python -m avicore.experiments dgm``). Measured here (seed 0): training / held-out MSE (ELBO)
-F-VI 0.0104 / 0.0139 (−3,356), MLP(64) 0.0117 / 0.0187 (+2,177), MLP(16) 0.0124 / 0.0198 (−65), MLP(1) 0.054 /
-0.057, Constant 0.073 / 0.074.
+One seed of the full experiment's configuration (``python -m avicore.experiments dgm``: 1,500 training + 297
+held-out of the 1,797 images, 300 epochs of minibatches of 100; the full run has 5 seeds, ``benchmarks/README.md``).
+Measured over those 5 seeds: training / held-out MSE F-VI 0.0108 / 0.0137, MLP(64) 0.0102 / 0.0146, MLP(16) 0.0159
+/ 0.0192, MLP(1) 0.063 / 0.063, Constant 0.073 / 0.073; MLP(64) / F-VI per seed: training 1.038, 0.891, 0.919,
+0.906, 0.942, held-out 1.135, 1.092, 1.102, 1.064, 0.953.
 
-The issue's criterion that MLP(64) reaches F-VI's training MSE within 5 % with a held-out MSE no worse does NOT hold
-(ratio 1.13 train, 1.34 held-out). Diagnosis:
+So the issue's criterion holds for the training MSE (k = 64 within 5 % of F-VI; asserted below on seed 0) but not for
+the held-out MSE, which is 6.6 % above F-VI's on average (a strict xfail below, so it turns into a failure the day it
+holds). Held-out, F-VI optimises every image's q(zₙ) with the decoder frozen (300 full-batch Adam steps: as many as
+each training local received), while the encoder must generalise from 1,500 images: MLP(64)'s held-out / training
+ratio is 1.43, F-VI's 1.27.
 
-* A defect, fixed: A-VI used to start every q(zₙ) at sd 1 (the encoder's zero output layer) while F-VI starts the
-  decoder's locals at sd 0.01 (``BayesianDecoder.init_local_sd``, whose docstring explains why sd 1 makes the decoder
-  learn to ignore z). A-VI now starts its encoder at the model's initial local scale: MLP(64) went from 0.0156 /
-  0.0202 (ratio 1.51, ELBO −12,222) to the numbers above.
-* Not capacity: an MLP(64) regressed (least squares, Adam) on F-VI's fitted means reproduces them with R² = 0.997, and
-  the F-VI decoder reconstructs from the regressed means at MSE 0.0106 (+2.4 %).
-* Not the plumbing: the encoder's inputs are standardised, its per-row gradients carry the N/B factor (unbiased
-  full-data gradient), Adam is per coordinate. ``heads="separate"`` is worse (0.0144).
-* What remains is a different optimum, not a worse fit of the objective: A-VI's ELBO is far above F-VI's (+2,177 vs
-  −3,356 here; +12,509 vs +5,591 after 600 epochs, where the MSEs are 0.0101 vs 0.0090), with q(zₙ) at the ELBO's
-  scale (sd ≈ 0.1 at a mean spread ≈ 0.75 per coordinate), whereas F-VI's minibatched locals, moved once per epoch,
-  are still near their start (sd 0.012, spread 0.11). Relative to the spread of the means, A-VI's posterior noise
-  is larger (≈ 0.13 vs ≈ 0.10; a full-batch F-VI, 2,000 steps per image, keeps ≈ 0.10 and reaches MSE 0.0067, ELBO
-  7,275), so its decoder is trained on noisier inputs — our best explanation of the gap, not a proof. Held-out,
-  F-VI refits every image's q(zₙ) (300 full-batch steps) while the encoder generalises from 1,000 images.
-
-The criterion is kept below as a strict xfail, so it is visible and turns into a failure the day it starts to hold.
-What does hold is asserted: k = 1 and Constant plateau ≥ 30 % above F-VI, the encoders improve with width, the widest
-one far closer to F-VI than the narrow ones, and A-VI with k = 64 reaches a higher ELBO than F-VI.
+History of the training criterion: A-VI used to start every q(zₙ) at sd 1 (the encoder's zero output layer) while F-VI
+starts the decoder's locals at sd 0.01 (``BayesianDecoder.init_local_sd``, whose docstring explains why sd 1 makes
+the decoder learn to ignore z); MLP(64) was then 1.5x F-VI's MSE. A-VI now starts its encoder at the model's initial
+local scale. A-VI's ELBO is far above F-VI's (24,393 vs 7,274): with every q(zₙ) moved at every step the encoder
+finds the ELBO's posterior scale, while F-VI's minibatched locals, each moved once per epoch, stay near their start.
 """
 
 from __future__ import annotations
@@ -35,8 +25,7 @@ import pytest
 
 from avicore.experiments import dgm
 
-CONFIG = {**dgm.config(False), "n_train": 1000, "n_held_out": 297, "epochs": 200, "eval_every": 50,
-          "batch_size": 100, "elbo_samples": 10}
+CONFIG = {**dgm.config(False), "eval_every": 50, "elbo_samples": 10}
 METHODS = ("F-VI", "MLP(1)", "MLP(16)", "MLP(64)", "Constant")
 
 
@@ -66,8 +55,11 @@ def test_wide_encoder_reaches_a_higher_elbo_than_fvi(fits: dict[str, dict]) -> N
     assert wide["elbo"] - fvi["elbo"] > 4 * (wide["elbo_se"] ** 2 + fvi["elbo_se"] ** 2) ** 0.5, (wide, fvi)
 
 
-@pytest.mark.xfail(strict=True, reason="measured on the digits: MLP(64)/F-VI MSE ≈ 1.13 train, 1.34 held-out at 200 "
-                                       "epochs; a different optimum, with a higher ELBO (module docstring)")
-def test_wide_encoder_matches_fvi_within_5pct(fits: dict[str, dict]) -> None:
-    assert fits["MLP(64)"]["train_mse"] <= 1.05 * fits["F-VI"]["train_mse"]
+def test_wide_encoder_matches_fvi_training_mse_within_5pct(fits: dict[str, dict]) -> None:
+    assert fits["MLP(64)"]["train_mse"] <= 1.05 * fits["F-VI"]["train_mse"], (fits["MLP(64)"], fits["F-VI"])
+
+
+@pytest.mark.xfail(strict=True, reason="measured on the digits: MLP(64)'s held-out MSE is 1.135x F-VI's on seed 0 "
+                                       "(1.066x over 5 seeds): F-VI optimises each held-out q(z_n) (module docstring)")
+def test_wide_encoder_held_out_mse_no_worse_than_fvi(fits: dict[str, dict]) -> None:
     assert fits["MLP(64)"]["held_out_mse"] <= fits["F-VI"]["held_out_mse"]
