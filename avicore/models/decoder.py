@@ -81,7 +81,7 @@ class BayesianDecoder(LatentVariableModel):
     ((3,), (10, 2), (3, 69))
     """
 
-    supported_backends = ("numpy", "numba")
+    supported_backends = ("numpy", "numba", "cuda")
     supports_minibatch = True
 
     def __init__(self, latent_dim: int, hidden: Sequence[int] = (256, 256), activation: str = "leaky_relu",
@@ -235,13 +235,18 @@ class BayesianDecoder(LatentVariableModel):
         from .hierarchical import check_local_inputs
 
         check_local_inputs(self, x, mean, log_scale, theta, index)
-        if backend not in KERNELS:
-            raise ValueError(f"backend must be one of {tuple(KERNELS)} for BayesianDecoder; got {backend!r}.")
-        draw, act, act_grad, residual = KERNELS[backend]
+        if backend not in self.supported_backends:
+            raise ValueError(f"backend must be one of {self.supported_backends} for BayesianDecoder; got {backend!r}.")
         code = ACTIVATION_CODES[self.activation]
         n_samples, n_rows, d = theta.shape[0], x.shape[0], self.latent_dim
         inv_var = 1.0 / self.obs_scale ** 2
         const = n_rows * (d * 0.5 * _LOG_2PI + self.obs_dim * (0.5 * _LOG_2PI + math.log(self.obs_scale)))
+        if backend == "cuda":  # the same pass with every intermediate array on the device
+            from ..kernels._decoder_cuda import local_terms_cuda
+
+            return local_terms_cuda(self.layer_shapes, code, inv_var, const, x, mean, log_scale, theta, seed, step,
+                                    index)
+        draw, act, act_grad, residual = KERNELS[backend]
         z_all, eps = draw(seed, step, index, mean, log_scale, n_samples)
         log_joint = np.empty(n_samples)
         grad_global = np.empty_like(theta)
