@@ -20,6 +20,7 @@ import numpy as np
 
 from ._metrics import fmt_pair as _fmt
 from ._metrics import iterations_to_reach, mean_se, seconds_to_reach
+from ._metrics import save_figure as _save_figure
 
 #: The F-VI method's label (every other method is "<encoder> <window>").
 FVI_LABEL = "F-VI"
@@ -306,10 +307,7 @@ def figures(name: str, seeds: list[dict], summary: dict, out_dir: Path) -> list[
            title=f"{name}: amortization gap vs window (floor {GAP_FLOOR:g})")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = out_dir / f"{name}_gap_vs_window.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    files.append(str(path))
+    files.append(_save_figure(fig, out_dir / f"{name}_gap_vs_window.png"))
 
     fig, axes = plt.subplots(1, len(encoders), figsize=(5.5 * len(encoders), 4.2), squeeze=False)
     target = [s["optimum_elbo"] for s in seeds]
@@ -328,10 +326,7 @@ def figures(name: str, seeds: list[dict], summary: dict, out_dir: Path) -> list[
                title=f"{name}: {enc} vs F-VI")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    path = out_dir / f"{name}_elbo_traces.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    files.append(str(path))
+    files.append(_save_figure(fig, out_dir / f"{name}_elbo_traces.png"))
 
     labels = list(per)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(labels)), 4.2))
@@ -345,8 +340,5 @@ def figures(name: str, seeds: list[dict], summary: dict, out_dir: Path) -> list[
            title=f"{name}: convergence over {len(seeds)} seed(s)")
     ax.tick_params(axis="x", labelrotation=45, labelsize=8)
     fig.tight_layout()
-    path = out_dir / f"{name}_iterations_to_1pct.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    files.append(str(path))
+    files.append(_save_figure(fig, out_dir / f"{name}_iterations_to_1pct.png"))
     return files

@@ -80,18 +80,23 @@ def test_gradients_match_finite_differences(backend: str, activation: str) -> No
     assert set(report.max_rel_error) == {"mean", "log_scale", "global", "prior"}
 
 
-@pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_numba_backend_matches_numpy_reference(activation: str) -> None:
-    model = BayesianDecoder(4, hidden=(16, 8), activation=activation, obs_dim=10, obs_scale=0.5)
+def _assert_backend_matches_numpy(backend: str, activation: str, latent: int, hidden: tuple[int, ...], obs: int,
+                                  rows: int, n_samples: int) -> None:
+    model = BayesianDecoder(latent, hidden=hidden, activation=activation, obs_dim=obs, obs_scale=0.5)
     rng = np.random.default_rng(3)
-    x = rng.normal(size=(37, 10))
-    mean, log_scale = rng.normal(size=(37, 4)), rng.normal(scale=0.3, size=(37, 4))
-    theta = rng.normal(scale=0.5, size=(3, model.global_dim))
-    index = np.arange(100, 137, dtype=np.int64)
+    x = rng.normal(size=(rows, obs))
+    mean, log_scale = rng.normal(size=(rows, latent)), rng.normal(scale=0.3, size=(rows, latent))
+    theta = rng.normal(scale=0.5, size=(n_samples, model.global_dim))
+    index = np.arange(100, 100 + rows, dtype=np.int64)
     ref = model.local_terms(x, mean, log_scale, theta, seed=1, step=4, index=index, backend="numpy")
-    got = model.local_terms(x, mean, log_scale, theta, seed=1, step=4, index=index, backend="numba")
+    got = model.local_terms(x, mean, log_scale, theta, seed=1, step=4, index=index, backend=backend)
     for name in ("log_joint", "grad_mean", "grad_log_scale", "grad_global"):
         assert_allclose(getattr(got, name), getattr(ref, name), **tol(np.float64), err_msg=name)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_numba_backend_matches_numpy_reference(activation: str) -> None:
+    _assert_backend_matches_numpy("numba", activation, 4, (16, 8), 10, rows=37, n_samples=3)
 
 
 def test_cuda_gradients_match_finite_differences() -> None:
@@ -107,16 +112,7 @@ def test_cuda_gradients_match_finite_differences() -> None:
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_cuda_backend_matches_numpy_reference(activation: str) -> None:
     # Tiny: the CUDA simulator runs every thread of every launch in Python.
-    model = BayesianDecoder(2, hidden=(3,), activation=activation, obs_dim=5, obs_scale=0.5)
-    rng = np.random.default_rng(5)
-    x = rng.normal(size=(5, 5))
-    mean, log_scale = rng.normal(size=(5, 2)), rng.normal(scale=0.3, size=(5, 2))
-    theta = rng.normal(scale=0.5, size=(2, model.global_dim))
-    index = np.arange(10, 15, dtype=np.int64)
-    ref = model.local_terms(x, mean, log_scale, theta, seed=1, step=4, index=index, backend="numpy")
-    got = model.local_terms(x, mean, log_scale, theta, seed=1, step=4, index=index, backend="cuda")
-    for name in ("log_joint", "grad_mean", "grad_log_scale", "grad_global"):
-        assert_allclose(getattr(got, name), getattr(ref, name), **tol(np.float64), err_msg=name)
+    _assert_backend_matches_numpy("cuda", activation, 2, (3,), 5, rows=5, n_samples=2)
 
 
 def test_fvi_on_cuda_reproduces_numpy_fit() -> None:
