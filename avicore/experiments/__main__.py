@@ -11,8 +11,10 @@ from ._runner import REGISTRY, run
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m avicore.experiments",
-        description="Reproduce the findings of Margossian & Blei, 'Amortized Variational Inference: When and Why?'.")
-    parser.add_argument("name", help="experiment name, or LIST to list them")
+        description="Reproduce the findings of Margossian & Blei, 'Amortized Variational Inference: When and Why?'.",
+        add_help=False)
+    parser.add_argument("name", nargs="?", help="experiment name, or LIST to list them")
+    parser.add_argument("-h", "--help", action="store_true", help="show this help (after NAME: with its own options)")
     parser.add_argument("--quick", action="store_true", help="small sizes, under a minute (what the tests run)")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the experiment's)")
     parser.add_argument("--out", default=None, help="output directory (default experiments-out/NAME[-quick])")
@@ -22,6 +24,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="seeds run at once in separate processes (default: one per CPU thread avicore uses, "
                              "AVICORE_NUM_THREADS; 1 keeps everything in this process with progress bars)")
     args, extra = parser.parse_known_args(argv)
+    if args.help:
+        parser.print_help()
+        if args.name in REGISTRY and hasattr(REGISTRY[args.name].load(), "add_arguments"):
+            print(f"\noptions of {args.name}:")
+            _experiment_parser(args.name).print_help()
+        return 0
+    if args.name is None:
+        parser.error("the experiment name (or LIST) is required")
     if args.name.upper() == "LIST":
         width = max(len(n) for n in REGISTRY) if REGISTRY else 0
         for exp in REGISTRY.values():
@@ -51,10 +61,14 @@ def _experiment_options(name: str, extra: list[str], parser: argparse.ArgumentPa
         if extra:
             parser.error(f"unrecognized arguments for {name!r}: {' '.join(extra)}")
         return {}
-    sub = argparse.ArgumentParser(prog=f"python -m avicore.experiments {name}")
-    module.add_arguments(sub)
-    ns = sub.parse_args(extra)
+    ns = _experiment_parser(name).parse_args(extra)
     return {k: v for k, v in vars(ns).items() if v is not None}
+
+
+def _experiment_parser(name: str) -> argparse.ArgumentParser:
+    sub = argparse.ArgumentParser(prog=f"python -m avicore.experiments {name}", add_help=False)
+    REGISTRY[name].load().add_arguments(sub)
+    return sub
 
 
 if __name__ == "__main__":

@@ -87,6 +87,11 @@ def test_cli_lists_runs_and_rejects_bad_input(tmp_path, capsys: pytest.CaptureFi
     assert "toy" in listing and "dgm" in listing
     assert main(["toy", "--quick", "--no-figures", "--jobs", "1", "--out", str(tmp_path)]) == 0
     assert "| n | total |" in capsys.readouterr().out
+    assert main(["linear", "--help"]) == 0
+    assert "--jobs" in (out := capsys.readouterr().out) and "options of linear:" in out and "--tol" in out
+    with pytest.raises(SystemExit):
+        main([])
+    assert "the experiment name (or LIST) is required" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["nope"])
     assert "experiment must be one of" in capsys.readouterr().err

@@ -99,8 +99,10 @@ def test_numba_backend_matches_numpy_reference(activation: str) -> None:
     _assert_backend_matches_numpy("numba", activation, 4, (16, 8), 10, rows=37, n_samples=3)
 
 
+@pytest.mark.slow
 def test_cuda_gradients_match_finite_differences() -> None:
-    # 2(2·2·1 + 10) + 1 = 29 passes: the smallest decoder with a hidden layer (the simulator runs every thread).
+    # 2(2·2·1 + 10) + 1 = 29 passes of the simulator (25-100 s). Fast twin: test_cuda_backend_matches_numpy_reference
+    # (cuda = numpy to 1e-10 for every activation) with the numpy gradients checked by finite differences above.
     model = BayesianDecoder(1, hidden=(2,), obs_dim=2, obs_scale=0.7)
     data = model.simulate(4, seed=1)
     report = avicore.check_gradients(model, data.x, theta=0.5 * data.theta, n_points=2, n_samples=1, seed=0,
