@@ -510,3 +510,32 @@ def test_demo_prints_the_table(capsys):
     out = capsys.readouterr().out
     assert out.count("| linear    |") == 3 and out.count("| nonlinear |") == 4
     assert "closed forms (linear model): F-VI optimum ELBO" in out
+
+
+def test_weight_decay_moves_the_constant_encoder_to_the_penalised_closed_form() -> None:
+    # θ held at a point: the ELBO of q(zₙ) = N(c, s²) for every n is closed form, and so is the maximiser of
+    # ELBO − (λ/2)(c² + ℓ²), ℓ = log s: c* = τΣ(xₙ − θ)/σ² / (N(1 + τ²/σ²) + λ), ℓ* the root of
+    # N − N e^{2ℓ}(1 + τ²/σ²) − λℓ = 0.
+    from scipy.optimize import brentq
+
+    from avicore.models import LinearHierarchical
+
+    model = LinearHierarchical()
+    x = model.simulate(200, seed=3).x
+    theta, lam, n = 2.0, 2000.0, 200
+    k = 1.0 + model.tau ** 2 / model.sigma ** 2
+    c_star = model.tau * float(np.sum(x[:, 0] - theta)) / model.sigma ** 2 / (n * k + lam)
+    l_star = brentq(lambda v: n - n * math.exp(2 * v) * k - lam * v, -10.0, 10.0)
+    res = AVI(model, Constant(), n_samples=50, weight_decay=lam, global_q="point", elbo_samples=10).fit(
+        x, n_iter=3000, lr=exponential_decay(0.05, 1e-4, 3000), seed=0, fix_global=([theta], None))
+    c, log_s = res.encoder_params
+    assert c == pytest.approx(c_star, abs=0.01) and log_s == pytest.approx(l_star, abs=0.01)
+    free = AVI(model, Constant(), n_samples=50, global_q="point", elbo_samples=10).fit(
+        x, n_iter=3000, lr=exponential_decay(0.05, 1e-4, 3000), seed=0, fix_global=([theta], None))
+    c_free = model.tau * float(np.sum(x[:, 0] - theta)) / model.sigma ** 2 / (n * k)
+    assert free.encoder_params[0] == pytest.approx(c_free, abs=0.01)
+    assert free.encoder_params[1] == pytest.approx(-0.5 * math.log(k), abs=0.01)
+    # The penalty moved the optimum far beyond the tolerances above.
+    assert abs(l_star + 0.5 * math.log(k)) > 0.05 and abs(c_star - c_free) > 0.1
+    with pytest.raises(ValueError, match="weight_decay must be"):
+        AVI(model, Constant(), weight_decay=-1.0)

@@ -1,22 +1,17 @@
 """Acceptance on the digits: latent 8, hidden (64, 64); F-VI vs A-VI with MLP(1), MLP(16), MLP(64), Constant.
 
 One seed of the full experiment's configuration (``python -m avicore.experiments dgm``: 1,500 training + 297
-held-out of the 1,797 images, 300 epochs of minibatches of 100; the full run has 5 seeds, ``benchmarks/README.md``).
-Measured over those 5 seeds: training / held-out MSE F-VI 0.0108 / 0.0137, MLP(64) 0.0102 / 0.0146, MLP(16) 0.0159
-/ 0.0192, MLP(1) 0.063 / 0.063, Constant 0.073 / 0.073; MLP(64) / F-VI per seed: training 1.038, 0.891, 0.919,
-0.906, 0.942, held-out 1.135, 1.092, 1.102, 1.064, 0.953.
+held-out of the 1,797 images, 300 epochs of minibatches of 100, encoder weight decay 300; the full run has 5 seeds,
+``benchmarks/README.md``). Measured over those 5 seeds: training / held-out MSE F-VI 0.0108 / 0.0137, MLP(64) 0.0096
+/ 0.0130, MLP(16) 0.0125 / 0.0158, MLP(1) 0.060 / 0.061, Constant 0.073 / 0.073; MLP(64) / F-VI per seed: training
+0.909, 0.879, 0.863, 0.921, 0.862, held-out 0.984, 0.952, 0.949, 1.018, 0.848 (seed 0 is the one tested here).
 
-So the issue's criterion holds for the training MSE (k = 64 within 5 % of F-VI; asserted below on seed 0) but not for
-the held-out MSE, which is 6.6 % above F-VI's on average (a strict xfail below, so it turns into a failure the day it
-holds). Held-out, F-VI optimises every image's q(zₙ) with the decoder frozen (300 full-batch Adam steps: as many as
-each training local received), while the encoder must generalise from 1,500 images: MLP(64)'s held-out / training
-ratio is 1.43, F-VI's 1.27.
-
-History of the training criterion: A-VI used to start every q(zₙ) at sd 1 (the encoder's zero output layer) while F-VI
-starts the decoder's locals at sd 0.01 (``BayesianDecoder.init_local_sd``, whose docstring explains why sd 1 makes
-the decoder learn to ignore z); MLP(64) was then 1.5x F-VI's MSE. A-VI now starts its encoder at the model's initial
-local scale. A-VI's ELBO is far above F-VI's (24,393 vs 7,274): with every q(zₙ) moved at every step the encoder
-finds the ELBO's posterior scale, while F-VI's minibatched locals, each moved once per epoch, stay near their start.
+History: A-VI used to start every q(zₙ) at sd 1 (the encoder's zero output layer) while F-VI starts the decoder's
+locals at sd 0.01 (``BayesianDecoder.init_local_sd``, whose docstring explains why sd 1 makes the decoder learn to
+ignore z): MLP(64) sat at 1.5x F-VI's training MSE. With the encoder started at the model's initial local scale it
+matched the training MSE but its held-out MSE was 6.6 % above F-VI's — the encoder overfitted 1,500 images, while F-VI
+optimises each held-out image's factor (300 full-batch steps with the decoder frozen, as many as each training local
+received). An L2 penalty on the encoder's weights (``AVI(weight_decay=300)``) fixed that.
 """
 
 from __future__ import annotations
@@ -59,7 +54,5 @@ def test_wide_encoder_matches_fvi_training_mse_within_5pct(fits: dict[str, dict]
     assert fits["MLP(64)"]["train_mse"] <= 1.05 * fits["F-VI"]["train_mse"], (fits["MLP(64)"], fits["F-VI"])
 
 
-@pytest.mark.xfail(strict=True, reason="measured on the digits: MLP(64)'s held-out MSE is 1.135x F-VI's on seed 0 "
-                                       "(1.066x over 5 seeds): F-VI optimises each held-out q(z_n) (module docstring)")
 def test_wide_encoder_held_out_mse_no_worse_than_fvi(fits: dict[str, dict]) -> None:
-    assert fits["MLP(64)"]["held_out_mse"] <= fits["F-VI"]["held_out_mse"]
+    assert fits["MLP(64)"]["held_out_mse"] <= fits["F-VI"]["held_out_mse"], (fits["MLP(64)"], fits["F-VI"])
