@@ -39,6 +39,22 @@ def seconds_to_reach(trace: Sequence[float], seconds: float, target: float, *, r
     return seconds * it / len(trace)
 
 
+def log_bin_means(trace: Sequence[float], max_points: int = 500) -> tuple[list[int], list[float]]:
+    """A trace thinned for log-log plots: at most ``max_points`` bins with log-spaced ends, as (last iteration of
+    each bin, 1-based; mean of the trace over the bin): every iteration when there are no more than ``max_points``.
+    Early bins hold single iterations; averaging the late, wide ones tames their Monte-Carlo noise."""
+    values = np.asarray(trace, dtype=np.float64)
+    n = values.size
+    if n == 0:
+        return [], []
+    if n <= max_points:
+        ends = np.arange(1, n + 1)
+    else:
+        ends = np.unique(np.round(np.geomspace(1, n, max(2, max_points))).astype(np.int64))
+    starts = np.concatenate([[0], ends[:-1]])
+    return ends.tolist(), (np.add.reduceat(values, starts) / (ends - starts)).tolist()
+
+
 def mean_se(values: Sequence[float]) -> tuple[float, float]:
     """Mean and standard error of the mean over seeds (SE is NaN for a single value)."""
     arr = np.asarray([v for v in values if v is not None], dtype=np.float64)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ._metrics import fmt_pair as _fmt
-from ._metrics import iterations_to_reach, mean_se, seconds_to_reach
+from ._metrics import iterations_to_reach, log_bin_means, mean_se, seconds_to_reach
 from ._metrics import save_figure as _save_figure
 
 #: The F-VI method's label (every other method is "<encoder> <window>").
@@ -170,20 +170,6 @@ def affine_design(x: np.ndarray, window: list[int]) -> np.ndarray:
 # The fits
 # ---------------------------------------------------------------------------------------------------------------
 
-def thin(trace: np.ndarray, max_points: int = 500) -> tuple[list[int], list[float]]:
-    """At most ``max_points`` bin means of a trace over log-spaced iteration bins: (last iteration of each bin
-    (1-based), mean of the trace over the bin). Averaging tames the Monte-Carlo noise of late iterations on a log
-    axis, and the first iterations (narrow bins) are kept as they are."""
-    values = np.asarray(trace, dtype=np.float64)
-    n = values.size
-    if n == 0:
-        return [], []
-    ends = np.unique(np.round(np.geomspace(1, n, max_points)).astype(int))
-    sums = np.concatenate([[0.0], np.cumsum(values)])
-    starts = np.concatenate([[0], ends[:-1]])
-    return ends.tolist(), ((sums[ends] - sums[starts]) / (ends - starts)).tolist()
-
-
 def fit_all(model, x: np.ndarray, config: dict, seed: int, progress: bool, exact_elbo, reference: dict) -> dict:
     """Fit F-VI and every A-VI method of ``config`` with the same lr schedule, n_iter and samples.
 
@@ -217,7 +203,7 @@ def fit_all(model, x: np.ndarray, config: dict, seed: int, progress: bool, exact
         exact = exact_elbo(res)
         if fvi is None:
             fvi = {"elbo": res.elbo, "exact": exact}
-        its, vals = thin(res.trace)
+        its, vals = log_bin_means(res.trace)
         label = window_label(m["window"])
         out[m["label"]] = {
             "encoder": None if m["encoder"] is None else encoder_label(m["encoder"]),

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from ._metrics import fmt_pair as _fmt
-from ._metrics import iterations_to_reach, mean_se, save_figure, seconds_to_reach
+from ._metrics import iterations_to_reach, log_bin_means, mean_se, save_figure, seconds_to_reach
 
 WIDTHS = (1, 2, 4, 8, 16, 32)
 #: Iterations-to-1 % threshold (relative to F-VI's final ELBO).
@@ -82,17 +82,8 @@ def thin_trace(trace: np.ndarray, n_points: int = TRACE_POINTS) -> dict:
     >>> thin["iteration"], thin["elbo"]
     ([1, 2, 6], [1.0, 2.0, 4.5])
     """
-    trace = np.asarray(trace, dtype=np.float64)
-    n = trace.size
-    if n == 0:
-        return {"iteration": [], "elbo": []}
-    if n <= n_points:
-        ends = np.arange(1, n + 1)
-    else:
-        ends = np.unique(np.round(np.geomspace(1, n, n_points)).astype(np.int64))
-    starts = np.concatenate([[0], ends[:-1]])
-    values = [float(trace[a:b].mean()) for a, b in zip(starts, ends)]
-    return {"iteration": ends.tolist(), "elbo": values}
+    iterations, means = log_bin_means(trace, n_points)
+    return {"iteration": iterations, "elbo": means}
 
 
 def _record(res, elbo: float, elbo_se: float, target: float, gap: float, gap_se: float) -> dict:

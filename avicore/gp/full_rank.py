@@ -146,7 +146,11 @@ class FullRankVI:
             if step < tol:
                 converged = True
                 break
-        chol = np.linalg.cholesky(Li.T @ Li)
+        return self._result(y, mean, np.linalg.cholesky(Li.T @ Li), iterations, converged)
+
+    def _result(self, y: np.ndarray, mean: np.ndarray, chol: np.ndarray, iterations: int,
+                converged: bool | None) -> FullRankResult:
+        """The fitted q with its exact ELBO and the largest ELBO gradient entry there."""
         elbo, g_mean, g_chol = self.elbo_and_grads(y, mean, chol)
         return FullRankResult(mean=mean, chol=chol, elbo=float(elbo), iterations=iterations, converged=converged,
                               max_abs_grad=max(float(np.abs(g_mean).max()), float(np.abs(g_chol).max())))
@@ -169,6 +173,4 @@ class FullRankVI:
                     m1[k] = b1 * m1[k] + (1 - b1) * g
                     m2[k] = b2 * m2[k] + (1 - b2) * g * g
                     params[k] = params[k] + step * (m1[k] / (1 - b1**it)) / (np.sqrt(m2[k] / (1 - b2**it)) + 1e-8)
-        value, g_mean, g_chol = self.elbo_and_grads(arr, params[0], params[1])
-        return FullRankResult(mean=params[0], chol=params[1], elbo=value, iterations=n_iter,
-                              max_abs_grad=max(float(np.abs(g_mean).max()), float(np.abs(g_chol).max())))
+        return self._result(arr, params[0], params[1], n_iter, None)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._validate import as_float_array, check_int
-from .exact import CholeskyError, JitterWarning, log_marginal_likelihood_grad
+from .exact import CholeskyError, JitterWarning, log_marginal_likelihood, log_marginal_likelihood_grad
 from .kernels import Kernel
 from .likelihoods import Gaussian
 
@@ -103,10 +103,9 @@ def fit_marginal_likelihood(kernel: Kernel, likelihood: Gaussian, inputs: object
     """
     from scipy.optimize import minimize
 
-    from ..models.gaussian_process import GaussianProcess, check_inputs
+    from ..models.gaussian_process import check_inputs, check_kernel, fit_indices
 
-    if not isinstance(kernel, Kernel):
-        raise TypeError(f"kernel must be an avicore.gp.Kernel such as RBF(); got {type(kernel).__name__}.")
+    check_kernel(kernel)
     if not isinstance(likelihood, Gaussian):
         raise TypeError(f"likelihood must be avicore.gp.Gaussian (the exact marginal likelihood needs Gaussian noise;"
                         f" fit other likelihoods through the ELBO); got {type(likelihood).__name__}.")
@@ -116,7 +115,7 @@ def fit_marginal_likelihood(kernel: Kernel, likelihood: Gaussian, inputs: object
         raise ValueError(f"y must have shape ({x.shape[0]},) or ({x.shape[0]}, 1), one value per input; "
                          f"got {y_arr.shape}.")
     y_arr = y_arr.reshape(-1)
-    index = list(GaussianProcess._check_fit(fit, kernel))
+    index = list(fit_indices(fit, kernel))
     max_iter = check_int(max_iter, "max_iter", minimum=1)
     base = kernel.params
     start = np.concatenate([base[index], likelihood.params if fit_noise else []])
@@ -147,6 +146,5 @@ def fit_marginal_likelihood(kernel: Kernel, likelihood: Gaussian, inputs: object
         warnings.simplefilter("ignore", JitterWarning)
         opt = minimize(negative, start, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
     k, noise = unpack(opt.x)
-    K, dK = k.gram_and_grads(x)
-    value, _ = log_marginal_likelihood_grad(K, dK, y_arr, noise)  # warns here if the answer itself needs jitter
+    value = log_marginal_likelihood(k(x), y_arr, noise)  # warns here if the answer itself needs jitter
     return MarginalLikelihoodFit(k, Gaussian(noise), float(value), count[0], bool(opt.success), str(opt.message))

@@ -282,14 +282,14 @@ def local_terms(model_id: int, params: np.ndarray, x: np.ndarray, mean: np.ndarr
     chunk = chunk_rows(n_samples)
     n_parts = -(-n_rows // chunk)
     part, grad_mean, grad_log_scale = _outputs(n_rows, d, n_samples, n_global, n_parts, out)
+    threads = _config.threads_for(n_rows * n_samples, 2048)
     if backend == "cython":
         from .._cy import load
 
         load("elbo").cy_local_terms(model_id, params, x, mean, log_scale, theta, np.uint64(key), index, chunk,
-                                    part, grad_mean, grad_log_scale, min(_config.threads_for(n_rows * n_samples, 2048),
-                                                                         n_parts))
+                                    part, grad_mean, grad_log_scale, min(threads, n_parts))
     elif backend == "numba":
-        _config.apply_numba_threads(_config.threads_for(n_rows * n_samples, 2048))
+        _config.apply_numba_threads(threads)
         _fused_builtin_numba(model_id, params, x, mean, log_scale, theta, np.uint64(key), index, chunk, part,
                              grad_mean, grad_log_scale)
     else:

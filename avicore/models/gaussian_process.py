@@ -55,9 +55,30 @@ def check_inputs(inputs: object) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def check_kernel(kernel: object) -> None:
+    """A covariance function, or a TypeError naming the argument."""
+    from ..gp import Kernel
+
+    if not isinstance(kernel, Kernel):
+        raise TypeError(f"kernel must be an avicore.gp.Kernel such as RBF(); got {type(kernel).__name__}.")
+
+
+def fit_indices(fit: object, kernel: object) -> tuple[int, ...]:
+    """Positions in ``kernel.params`` of the hyperparameters ``fit`` names (True: all, False: none)."""
+    names = kernel.param_names
+    if isinstance(fit, (bool, np.bool_)):
+        return tuple(range(len(names))) if fit else ()
+    if isinstance(fit, str) or not isinstance(fit, Sequence) or any(f not in names for f in fit):
+        raise ValueError(f"fit must be True, False or a sequence of names from {names}; got {fit!r}.")
+    if len(set(fit)) != len(fit):
+        raise ValueError(f"fit must not repeat a name; got {tuple(fit)!r}.")
+    return tuple(sorted(names.index(f) for f in fit))
+
+
 @dataclass(frozen=True)
 class _PriorFactor:
-    """What the prior term needs from one Gram matrix: its Cholesky factor's inverse, diag(K⁻¹) and log|K|."""
+    """What the prior term needs from one Gram matrix: its Cholesky factor's inverse, diag(K⁻¹) and log|K|, and
+    (when hyperparameters are fitted) ∂K/∂θ."""
 
     kernel: object
     K: np.ndarray
@@ -66,16 +87,17 @@ class _PriorFactor:
     Kinv_diag: np.ndarray
     logdet: float
     jitter: float
+    dK: np.ndarray | None
 
 
-def _factor(kernel: object, inputs: np.ndarray) -> _PriorFactor:
+def _factor(kernel: object, inputs: np.ndarray, with_grads: bool) -> _PriorFactor:
     from ..gp import jittered_cholesky
 
-    K = kernel(inputs)
+    K, dK = kernel.gram_and_grads(inputs) if with_grads else (kernel(inputs), None)
     L, jitter = jittered_cholesky(K, name="K")
     Linv = np.linalg.inv(L)  # triangular inverse, N² memory
     return _PriorFactor(kernel, K, L, Linv, np.einsum("ij,ij->j", Linv, Linv), 2.0 * float(np.log(np.diag(L)).sum()),
-                        jitter)
+                        jitter, dK)
 
 
 class GaussianProcess(LatentVariableModel):
@@ -125,42 +147,32 @@ class GaussianProcess(LatentVariableModel):
 
     def __init__(self, kernel: object, likelihood: object, inputs: object, *, fit: bool | Sequence[str] = False,
                  hyperprior_sd: float | None = None) -> None:
-        from ..gp import Kernel, Likelihood
+        from ..gp import Likelihood
 
-        if not isinstance(kernel, Kernel):
-            raise TypeError(f"kernel must be an avicore.gp.Kernel such as RBF(); got {type(kernel).__name__}.")
+        check_kernel(kernel)
         if not isinstance(likelihood, Likelihood):
             raise TypeError(f"likelihood must be an avicore.gp.Likelihood such as Poisson(); "
                             f"got {type(likelihood).__name__}.")
-        arr = check_inputs(inputs)
         self.kernel = kernel
         self.likelihood = likelihood
-        self.inputs = np.ascontiguousarray(arr)
-        self.n = arr.shape[0]
-        self._fit_index = self._check_fit(fit, kernel)
+        self.inputs = check_inputs(inputs)
+        self.n = self.inputs.shape[0]
+        self._fit_index = fit_indices(fit, kernel)
         self.global_names = tuple(kernel.param_names[i] for i in self._fit_index)
         self.global_dim = len(self.global_names)
         self.hyperprior_sd = None if hyperprior_sd is None else check_scalar(hyperprior_sd, "hyperprior_sd",
                                                                              positive=True)
-        self._set_factor(_factor(kernel, self.inputs))
+        self._factor = _factor(kernel, self.inputs, with_grads=self.global_dim > 0)
         self._theta_key = kernel.params[list(self._fit_index)]
 
-    @staticmethod
-    def _check_fit(fit: object, kernel: object) -> tuple[int, ...]:
-        names = kernel.param_names
-        if isinstance(fit, (bool, np.bool_)):
-            return tuple(range(len(names))) if fit else ()
-        if isinstance(fit, str) or not isinstance(fit, Sequence) or any(f not in names for f in fit):
-            raise ValueError(f"fit must be True, False or a sequence of names from {names}; got {fit!r}.")
-        if len(set(fit)) != len(fit):
-            raise ValueError(f"fit must not repeat a name; got {tuple(fit)!r}.")
-        return tuple(sorted(names.index(f) for f in fit))
-
-    def _set_factor(self, factor: _PriorFactor) -> None:
-        # The public attributes describe the Gram matrix of the current (last evaluated) hyperparameters.
-        self._factor = factor
-        self.K, self.L, self.jitter = factor.K, factor.L, factor.jitter
-        self._Linv, self.Kinv_diag, self.logdet = factor.Linv, factor.Kinv_diag, factor.logdet
+    # The Gram matrix and its factorisation at the hyperparameters last evaluated (the kernel's own when none are
+    # fitted): views of the cached factor.
+    K = property(lambda self: self._factor.K, doc="The Gram matrix K (before jitter).")
+    L = property(lambda self: self._factor.L, doc="Lower Cholesky factor of K + jitter·I.")
+    jitter = property(lambda self: self._factor.jitter, doc="The jitter added to K's diagonal (0.0 if none).")
+    Kinv_diag = property(lambda self: self._factor.Kinv_diag, doc="diag((K + jitter·I)⁻¹).")
+    logdet = property(lambda self: self._factor.logdet, doc="log|K + jitter·I|.")
+    _Linv = property(lambda self: self._factor.Linv)
 
     def __repr__(self) -> str:
         fitted = f", fit={self.global_names}" if self.global_dim else ""
@@ -252,19 +264,18 @@ class GaussianProcess(LatentVariableModel):
         if np.array_equal(self._theta_key, theta):
             return self._factor
         try:
-            factor = _factor(self.kernel_at(theta), self.inputs)
+            factor = _factor(self.kernel_at(theta), self.inputs, with_grads=True)
         except (CholeskyError, ValueError):
             return None
         self._theta_key = theta.copy()
-        self._set_factor(factor)
+        self._factor = factor
         return factor
 
     def _hyper_grad(self, factor: _PriorFactor, alpha: np.ndarray, var: np.ndarray) -> np.ndarray:
         """∂/∂θᵢ of E_q[log N(f; 0, K)] = ½ tr(W ∂K/∂θᵢ), W = ααᵀ + K⁻¹ diag(s²) K⁻¹ − K⁻¹."""
-        _, dK = factor.kernel.gram_and_grads(self.inputs)
         Kinv = factor.Linv.T @ factor.Linv
         W = np.outer(alpha, alpha) + (Kinv * var) @ Kinv - Kinv
-        return 0.5 * np.einsum("kij,ij->k", dK[list(self._fit_index)], W)
+        return 0.5 * np.einsum("kij,ij->k", factor.dK[list(self._fit_index)], W)
 
     def local_terms(self, x: np.ndarray, mean: np.ndarray, log_scale: np.ndarray, theta: np.ndarray, *,
                     seed: int, step: int, index: np.ndarray, backend: str) -> LocalTerms:
