@@ -49,11 +49,13 @@ import functools
 import math
 import os
 import warnings
+from collections.abc import Callable
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 
-from .. import _config
+from .. import _config, _device
 
 # Most blocks a launch uses (grid-stride beyond): an H200 holds 132 SMs x 32 resident blocks.
 _MAX_BLOCKS = 8192
@@ -99,6 +101,7 @@ def _kernels():
     multiply-add instead of ~3).
     """
     global cuda  # a module global: the CUDA simulator swaps it for its fake module while a kernel runs
+    _device.ensure_numpy_compat()
     from numba import cuda, float64
 
     from ._counter_rng import GAMMA, MIX_M1, MIX_M2
@@ -657,7 +660,18 @@ def _kernels():
                     samples[s, row] = z
             item += cuda.gridsize(1)
 
+    @cuda.jit
+    def _initial_counts_kernel(post, offsets, out):
+        # out[k] = sum over sequences q, in order, of post[offsets[q], k].
+        k = cuda.grid(1)
+        if k < out.shape[0]:
+            s = 0.0
+            for q in range(offsets.shape[0] - 1):
+                s += post[offsets[q], k]
+            out[k] = s
+
     return {
+        "initial_counts": _initial_counts_kernel,
         "mix64": _mix64,
         "sample_uniform": _sample_uniform,
         "sample": _sample_kernel,
@@ -682,13 +696,27 @@ def _quiet():
         yield
 
 
-def _filter(kern: dict, log_lik: np.ndarray, log_transmat: np.ndarray, log_startprob: np.ndarray,
-            offsets: np.ndarray, backward: bool) -> SimpleNamespace:
-    """Upload the inputs, run the scaled pass, then the log-space pass on the sequences it flagged.
+Alloc = Callable[[str, tuple, object], tuple[Any, Any]]
+
+
+def workspace_alloc(name: str, shape: tuple, dtype: object = np.float64) -> tuple[Any, Any]:
+    """Output buffers of the host-array path: workspace views (copied to the host before the next call)."""
+    arr = _device.workspace().get(name, shape, dtype)
+    return arr, arr
+
+
+def user_alloc(name: str, shape: tuple, dtype: object = np.float64) -> tuple[Any, Any]:
+    """Output buffers of the device-array path: fresh arrays of the documented kind, owned by the caller."""
+    return _device.new_array(shape, dtype)
+
+
+def _filter(kern: dict, log_lik: Any, log_transmat: np.ndarray, log_startprob: np.ndarray,
+            offsets: np.ndarray, backward: bool, alloc: Alloc) -> SimpleNamespace:
+    """Run the scaled pass over the device array ``log_lik``, then the log-space pass on the sequences it flagged.
 
     Leaves on the device: ``post`` (posteriors when ``backward``, else the forward filter: normalised for
-    sequences with ``flags == 0``, log alpha for the others), ``loglik`` and, with ``backward``, the per-block
-    transition-count buffers.
+    sequences with ``flags == 0``, log alpha for the others), ``loglik`` (both from ``alloc``) and, with
+    ``backward``, the per-block transition-count buffers (workspace). Every other buffer is a workspace view.
     """
     from .hmm import _prepare_model
 
@@ -697,58 +725,107 @@ def _filter(kern: dict, log_lik: np.ndarray, log_transmat: np.ndarray, log_start
     n_threads = _block_threads(K)
     shared = _check_shared(K, n_threads, 2)
     md = _prepare_model(log_transmat, log_startprob, pad=1)
+    ws = _device.workspace()
+    post_user, post = alloc("hmm.post", (T, K), np.float64)
+    loglik_user, loglik = alloc("hmm.loglik", (n_seq,), np.float64)
     out = SimpleNamespace(
-        K=K, md=md, offsets=cuda.to_device(offsets), log_lik=cuda.to_device(log_lik),
-        trans=cuda.to_device(md["A"].ravel()), trans_t=cuda.to_device(md["At"].ravel()),
-        post=cuda.device_array((T, K), dtype=np.float64), loglik=cuda.device_array(n_seq, dtype=np.float64),
-        flags=cuda.device_array(n_seq, dtype=np.int8), n_scaled=0, n_log=0)
+        K=K, md=md, offsets=ws.put("hmm.offsets", offsets), log_lik=log_lik,
+        trans=ws.put("hmm.trans", md["A"].ravel()), trans_t=ws.put("hmm.trans_t", md["At"].ravel()),
+        post=post, post_user=post_user, loglik=loglik, loglik_user=loglik_user,
+        flags=ws.get("hmm.flags", n_seq, np.int8), n_scaled=0, n_log=0)
     per_block = 8 * K * K if backward else 0
     if md["all_log"]:
         ids = np.arange(n_seq, dtype=np.int64)
         out.flags.copy_to_device(np.ones(n_seq, dtype=np.int8))
-        out.scaled_counts = cuda.device_array(1, dtype=np.float64)
+        out.host_flags = np.ones(n_seq, dtype=np.int8)
+        out.scaled_counts = ws.get("hmm.scaled_counts", 1)
     else:
         out.n_scaled = _grid(n_seq, per_block)
-        out.scaled_counts = cuda.device_array(max(1, out.n_scaled * K * K) if backward else 1, dtype=np.float64)
+        out.scaled_counts = ws.get("hmm.scaled_counts", max(1, out.n_scaled * K * K) if backward else 1)
         with _quiet():
             kern["fb_scaled"][out.n_scaled, n_threads, 0, shared](
-                out.log_lik, out.trans, out.trans_t, cuda.to_device(md["pi"]), md["check_reach"], out.offsets,
-                out.post, cuda.device_array(T, dtype=np.float64), cuda.device_array(T, dtype=np.float64), out.loglik,
-                out.flags, out.scaled_counts, backward)
-        ids = np.flatnonzero(out.flags.copy_to_host()).astype(np.int64)
-    out.log_trans_t = cuda.to_device(md["log_transmat_t"].ravel())
+                log_lik, out.trans, out.trans_t, ws.put("hmm.pi", md["pi"]), md["check_reach"], out.offsets,
+                post, ws.get("hmm.scale", T), ws.get("hmm.shift", T), loglik, out.flags, out.scaled_counts,
+                backward)
+        out.host_flags = out.flags.copy_to_host()
+        ids = np.flatnonzero(out.host_flags).astype(np.int64)
+    out.log_trans_t = ws.put("hmm.log_trans_t", md["log_transmat_t"].ravel())
     if ids.size:
         out.n_log = _grid(ids.size, per_block)
-        out.log_counts = cuda.device_array(out.n_log * K * K if backward else 1, dtype=np.float64)
+        out.log_counts = ws.get("hmm.log_counts", out.n_log * K * K if backward else 1)
         with _quiet():
             kern["fb_log"][out.n_log, n_threads, 0, shared](
-                out.log_lik, cuda.to_device(log_transmat.ravel()), out.log_trans_t, cuda.to_device(log_startprob),
-                out.offsets, cuda.to_device(ids), out.post, out.loglik, out.log_counts, backward)
+                log_lik, ws.put("hmm.log_trans", log_transmat.ravel()), out.log_trans_t,
+                ws.put("hmm.log_start", log_startprob), out.offsets, ws.put("hmm.ids", ids), post, loglik,
+                out.log_counts, backward)
     else:
-        out.log_counts = cuda.device_array(1, dtype=np.float64)
+        out.log_counts = ws.get("hmm.log_counts", 1)
+    out.log_ids = ids
     if not backward:
         out.n_scaled = out.n_log = 0
     return out
 
 
-def _forward_backward_cuda(log_lik: np.ndarray, log_transmat: np.ndarray, log_startprob: np.ndarray,
-                           offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Forward-backward over a ragged batch on the GPU.
+def _impossible_loglik(dev: SimpleNamespace) -> np.ndarray:
+    """Host (n_sequences,) array: -inf for sequences with no possible path, else 0 (copies only the log-space
+    sequences' values: only they can be -inf)."""
+    flags = np.zeros(dev.host_flags.shape[0])
+    if dev.log_ids.size:
+        values = dev.loglik.copy_to_host()
+        flags[dev.log_ids] = np.where(values[dev.log_ids] == -math.inf, -math.inf, 0.0)
+    return flags
 
-    Returns ``(log_likelihood (n_sequences,), posteriors (T, K), transition_counts (K, K), initial_counts (K,))``
-    as float64 host arrays; see the module docstring for the algorithm.
+
+def forward_backward_device(log_lik: Any, log_transmat: np.ndarray, log_startprob: np.ndarray,
+                            offsets: np.ndarray, alloc: Alloc = user_alloc) -> tuple[tuple, np.ndarray]:
+    """Forward-backward of the device array ``log_lik`` (validated, C-contiguous float64).
+
+    Returns ``((log_likelihood, posteriors, transition_counts, initial_counts), impossible)``: the four
+    outputs as the objects ``alloc`` made (device arrays) and a host array that is -inf exactly for the
+    sequences with no possible path.
     """
     kern = _kernels()
     K = log_lik.shape[1]
-    dev = _filter(kern, log_lik, log_transmat, log_startprob, offsets, backward=True)
-    d_counts = cuda.device_array((K, K), dtype=np.float64)
+    dev = _filter(kern, log_lik, log_transmat, log_startprob, offsets, True, alloc)
+    counts_user, d_counts = alloc("hmm.counts", (K, K), np.float64)
+    initial_user, d_initial = alloc("hmm.initial", (K,), np.float64)
     tpb = max(1, min(int(_config.CUDA_THREADS_PER_BLOCK), K * K))
     with _quiet():
         kern["reduce_counts"][-(-K * K // tpb), tpb](dev.trans, dev.scaled_counts, dev.n_scaled, dev.log_counts,
                                                      dev.n_log, d_counts)
-    posteriors = dev.post.copy_to_host()
-    initial_counts = posteriors[offsets[:-1]].sum(axis=0)
-    return dev.loglik.copy_to_host(), posteriors, d_counts.copy_to_host(), initial_counts
+        kern["initial_counts"][-(-K // tpb), tpb](dev.post, dev.offsets, d_initial)
+    return (dev.loglik_user, dev.post_user, counts_user, initial_user), _impossible_loglik(dev)
+
+
+def _forward_backward_cuda(log_lik: np.ndarray, log_transmat: np.ndarray, log_startprob: np.ndarray,
+                           offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Forward-backward over a ragged batch of host arrays on the GPU (through the staging buffers and the
+    workspace).
+
+    Returns ``(log_likelihood (n_sequences,), posteriors (T, K), transition_counts (K, K), initial_counts (K,))``
+    as float64 host arrays; see the module docstring for the algorithm.
+    """
+    d_log_lik = _device.upload(log_lik, "hmm.in.log_lik")
+    outs, _ = forward_backward_device(d_log_lik, log_transmat, log_startprob, offsets, workspace_alloc)
+    return tuple(_device.download(a) for a in outs)
+
+
+def viterbi_device(log_lik: Any, log_transmat: np.ndarray, log_startprob: np.ndarray, offsets: np.ndarray,
+                   alloc: Alloc = user_alloc) -> tuple[Any, Any]:
+    """Viterbi of the device array ``log_lik``; returns ``(log_prob, states)`` as the objects ``alloc`` made."""
+    kern = _kernels()
+    T, K = log_lik.shape
+    n_seq = offsets.shape[0] - 1
+    n_threads = _block_threads(K)
+    shared = _check_shared(K, n_threads, 2)
+    ws = _device.workspace()
+    log_prob_user, d_log_prob = alloc("hmm.log_prob", (n_seq,), np.float64)
+    states_user, d_states = alloc("hmm.states", (T,), np.int64)
+    args = (log_lik, ws.put("hmm.log_trans", log_transmat.ravel()), ws.put("hmm.log_start", log_startprob),
+            ws.put("hmm.offsets", offsets), ws.get("hmm.backptr", (T, K), np.int32), d_log_prob, d_states)
+    with _quiet():
+        kern["viterbi"][_grid(n_seq), n_threads, 0, shared](*args)
+    return log_prob_user, states_user
 
 
 def _viterbi_cuda(log_lik: np.ndarray, log_transmat: np.ndarray, log_startprob: np.ndarray,
@@ -757,18 +834,31 @@ def _viterbi_cuda(log_lik: np.ndarray, log_transmat: np.ndarray, log_startprob: 
 
     Returns ``(log_prob (n_sequences,), states (T,) int64)``.
     """
+    d_log_lik = _device.upload(log_lik, "hmm.in.log_lik")
+    outs = viterbi_device(d_log_lik, log_transmat, log_startprob, offsets, workspace_alloc)
+    return tuple(_device.download(a) for a in outs)
+
+
+def sample_posterior_device(log_lik: Any, log_transmat: np.ndarray, log_startprob: np.ndarray,
+                            offsets: np.ndarray, n_samples: int, seed: int,
+                            alloc: Alloc = user_alloc) -> tuple[Any, np.ndarray]:
+    """Posterior samples of the device array ``log_lik``: ``(samples (n_samples, T) int64 from alloc,
+    impossible)`` with ``impossible`` as in :func:`forward_backward_device`."""
+    from ._counter_rng import hmm_seed_key
+
     kern = _kernels()
     T, K = log_lik.shape
     n_seq = offsets.shape[0] - 1
-    n_threads = _block_threads(K)
-    shared = _check_shared(K, n_threads, 2)
-    d_log_prob = cuda.device_array(n_seq, dtype=np.float64)
-    d_states = cuda.device_array(T, dtype=np.int64)
-    args = (cuda.to_device(log_lik), cuda.to_device(log_transmat.ravel()), cuda.to_device(log_startprob),
-            cuda.to_device(offsets), cuda.device_array((T, K), dtype=np.int32), d_log_prob, d_states)
+    ws_alloc = workspace_alloc
+    dev = _filter(kern, log_lik, log_transmat, log_startprob, offsets, False, ws_alloc)
+    samples_user, d_samples = alloc("hmm.samples", (n_samples, T), np.int64)
+    n_items = n_samples * n_seq
+    tpb = max(1, int(_config.CUDA_THREADS_PER_BLOCK))
+    blocks = max(1, min(-(-n_items // tpb), 65535))
     with _quiet():
-        kern["viterbi"][_grid(n_seq), n_threads, 0, shared](*args)
-    return d_log_prob.copy_to_host(), d_states.copy_to_host()
+        kern["sample"][blocks, tpb](dev.post.reshape(T * K), dev.trans_t, dev.log_trans_t, K, dev.offsets, dev.flags,
+                                    dev.loglik, np.uint64(hmm_seed_key(seed)), d_samples)
+    return samples_user, _impossible_loglik(dev)
 
 
 def _sample_posterior_cuda(log_lik: np.ndarray, log_transmat: np.ndarray, log_startprob: np.ndarray,
@@ -779,17 +869,7 @@ def _sample_posterior_cuda(log_lik: np.ndarray, log_transmat: np.ndarray, log_st
     ``t`` uses ``u[s, t]`` of :func:`avicore.kernels._counter_rng.hmm_sample_uniforms`, so the draws match the
     other backends (barring a uniform within rounding of a CDF step).
     """
-    from ._counter_rng import hmm_seed_key
-
-    kern = _kernels()
-    T, K = log_lik.shape
-    n_seq = offsets.shape[0] - 1
-    dev = _filter(kern, log_lik, log_transmat, log_startprob, offsets, backward=False)
-    d_samples = cuda.device_array((n_samples, T), dtype=np.int64)
-    n_items = n_samples * n_seq
-    tpb = max(1, int(_config.CUDA_THREADS_PER_BLOCK))
-    blocks = max(1, min(-(-n_items // tpb), 65535))
-    with _quiet():
-        kern["sample"][blocks, tpb](dev.post.reshape(T * K), dev.trans_t, dev.log_trans_t, K, dev.offsets, dev.flags,
-                                    dev.loglik, np.uint64(hmm_seed_key(seed)), d_samples)
-    return d_samples.copy_to_host()
+    d_log_lik = _device.upload(log_lik, "hmm.in.log_lik")
+    samples, _ = sample_posterior_device(d_log_lik, log_transmat, log_startprob, offsets, n_samples, seed,
+                                         workspace_alloc)
+    return _device.download(samples)
