@@ -312,6 +312,19 @@ def release() -> None:
     staging().clear()
 
 
+def workspace_alloc(name: str, shape: tuple, dtype: object = np.float64) -> tuple[Any, Any]:
+    """Output buffers of a host-array call: workspace views ``(view, view)``, copied to the host before the
+    next call overwrites them."""
+    arr = workspace().get(name, shape, dtype)
+    return arr, arr
+
+
+def user_alloc(name: str, shape: tuple, dtype: object = np.float64) -> tuple[Any, Any]:
+    """Output buffers of a device-array call: ``(array of the documented kind, Numba view)``, owned by the
+    caller (``name`` is unused: the signature matches :func:`workspace_alloc`)."""
+    return new_array(shape, dtype)
+
+
 def upload(host: np.ndarray, name: str) -> Any:
     """A workspace device copy of the host array ``host`` (through the pinned staging buffers)."""
     host = np.ascontiguousarray(host)

@@ -699,15 +699,8 @@ def _quiet():
 Alloc = Callable[[str, tuple, object], tuple[Any, Any]]
 
 
-def workspace_alloc(name: str, shape: tuple, dtype: object = np.float64) -> tuple[Any, Any]:
-    """Output buffers of the host-array path: workspace views (copied to the host before the next call)."""
-    arr = _device.workspace().get(name, shape, dtype)
-    return arr, arr
-
-
-def user_alloc(name: str, shape: tuple, dtype: object = np.float64) -> tuple[Any, Any]:
-    """Output buffers of the device-array path: fresh arrays of the documented kind, owned by the caller."""
-    return _device.new_array(shape, dtype)
+workspace_alloc = _device.workspace_alloc
+user_alloc = _device.user_alloc
 
 
 def _filter(kern: dict, log_lik: Any, log_transmat: np.ndarray, log_startprob: np.ndarray,
