@@ -63,6 +63,12 @@ _MAX_BLOCKS = 8192
 _COUNT_BUFFER_BYTES = 512 * 2**20
 # Dynamic shared memory one block may use without opting in (48 KiB).
 _SHARED_BYTES = 48 * 1024
+# Up to this many states the scaled forward-backward and Viterbi run one thread per sequence
+# (kernels/_hmm_cuda_small.py); above it, one block per sequence with threads over states. A tunable: the
+# crossover is measured by benchmarks/bench_gpu.py (it times both layouts).
+THREAD_LAYOUT_MAX_K = 16
+# Most threads a one-thread-per-sequence launch uses (grid-stride beyond): 132 SMs x 2048 resident threads.
+_MAX_THREADS = 1 << 18
 
 cuda = None  # numba.cuda, bound by _kernels() on first use (importing this module imports no Numba)
 
@@ -81,6 +87,23 @@ def _grid(n_items: int, per_block_bytes: int = 0) -> int:
     if per_block_bytes:
         limit = min(limit, max(1, _COUNT_BUFFER_BYTES // per_block_bytes))
     return max(1, min(n_items, limit))
+
+
+def _thread_grid(n_items: int, per_thread_bytes: int = 0) -> int:
+    """Threads for a one-thread-per-sequence launch, capped so the per-thread count columns stay small."""
+    limit = _MAX_THREADS
+    if per_thread_bytes:
+        limit = min(limit, max(1, _COUNT_BUFFER_BYTES // per_thread_bytes))
+    return max(1, min(n_items, limit))
+
+
+def _thread_layout(n_states: int) -> bool:
+    return n_states <= THREAD_LAYOUT_MAX_K
+
+
+def _launch_1d(n_threads: int) -> tuple[int, int]:
+    tpb = max(1, int(_config.CUDA_THREADS_PER_BLOCK))
+    return -(-n_threads // tpb), tpb
 
 
 def _check_shared(n_states: int, n_threads: int, n_vectors: int) -> int:
@@ -725,13 +748,26 @@ def _filter(kern: dict, log_lik: Any, log_transmat: np.ndarray, log_startprob: n
         K=K, md=md, offsets=ws.put("hmm.offsets", offsets), log_lik=log_lik,
         trans=ws.put("hmm.trans", md["A"].ravel()), trans_t=ws.put("hmm.trans_t", md["At"].ravel()),
         post=post, post_user=post_user, loglik=loglik, loglik_user=loglik_user,
-        flags=ws.get("hmm.flags", n_seq, np.int8), n_scaled=0, n_log=0)
+        flags=ws.get("hmm.flags", n_seq, np.int8), n_scaled=0, n_log=0, layout="block")
     per_block = 8 * K * K if backward else 0
     if md["all_log"]:
         ids = np.arange(n_seq, dtype=np.int64)
         out.flags.copy_to_device(np.ones(n_seq, dtype=np.int8))
         out.host_flags = np.ones(n_seq, dtype=np.int8)
         out.scaled_counts = ws.get("hmm.scaled_counts", 1)
+    elif _thread_layout(K):
+        from . import _hmm_cuda_small
+
+        out.layout = "thread"
+        out.n_scaled = n_thr = _thread_grid(n_seq, per_block)
+        out.scaled_counts = ws.get("hmm.scaled_counts", K * K * n_thr if backward else 1)
+        with _quiet():
+            _hmm_cuda_small._kernels()["fb_scaled"][_launch_1d(n_thr)](
+                log_lik, out.trans, out.trans_t, ws.put("hmm.pi", md["pi"]), md["check_reach"], out.offsets,
+                post, ws.get("hmm.scale", T), ws.get("hmm.shift", T), loglik, out.flags,
+                ws.get("hmm.work", 2 * K * n_thr), out.scaled_counts, backward)
+        out.host_flags = out.flags.copy_to_host()
+        ids = np.flatnonzero(out.host_flags).astype(np.int64)
     else:
         out.n_scaled = _grid(n_seq, per_block)
         out.scaled_counts = ws.get("hmm.scaled_counts", max(1, out.n_scaled * K * K) if backward else 1)
@@ -783,9 +819,15 @@ def forward_backward_device(log_lik: Any, log_transmat: np.ndarray, log_startpro
     counts_user, d_counts = alloc("hmm.counts", (K, K), np.float64)
     initial_user, d_initial = alloc("hmm.initial", (K,), np.float64)
     tpb = max(1, min(int(_config.CUDA_THREADS_PER_BLOCK), K * K))
+    if dev.layout == "thread":
+        from . import _hmm_cuda_small
+
+        reduce = _hmm_cuda_small._kernels()["reduce_counts"]
+    else:
+        reduce = kern["reduce_counts"]
     with _quiet():
-        kern["reduce_counts"][-(-K * K // tpb), tpb](dev.trans, dev.scaled_counts, dev.n_scaled, dev.log_counts,
-                                                     dev.n_log, d_counts)
+        reduce[-(-K * K // tpb), tpb](dev.trans, dev.scaled_counts, dev.n_scaled, dev.log_counts, dev.n_log,
+                                      d_counts)
         kern["initial_counts"][-(-K // tpb), tpb](dev.post, dev.offsets, d_initial)
     return (dev.loglik_user, dev.post_user, counts_user, initial_user), _impossible_loglik(dev)
 
@@ -814,10 +856,18 @@ def viterbi_device(log_lik: Any, log_transmat: np.ndarray, log_startprob: np.nda
     ws = _device.workspace()
     log_prob_user, d_log_prob = alloc("hmm.log_prob", (n_seq,), np.float64)
     states_user, d_states = alloc("hmm.states", (T,), np.int64)
-    args = (log_lik, ws.put("hmm.log_trans", log_transmat.ravel()), ws.put("hmm.log_start", log_startprob),
-            ws.put("hmm.offsets", offsets), ws.get("hmm.backptr", (T, K), np.int32), d_log_prob, d_states)
+    head = (log_lik, ws.put("hmm.log_trans", log_transmat.ravel()), ws.put("hmm.log_start", log_startprob),
+            ws.put("hmm.offsets", offsets))
+    tail = (ws.get("hmm.backptr", (T, K), np.int32), d_log_prob, d_states)
     with _quiet():
-        kern["viterbi"][_grid(n_seq), n_threads, 0, shared](*args)
+        if _thread_layout(K):
+            from . import _hmm_cuda_small
+
+            n_thr = _thread_grid(n_seq)
+            _hmm_cuda_small._kernels()["viterbi"][_launch_1d(n_thr)](*head, ws.get("hmm.work", 2 * K * n_thr),
+                                                                     *tail)
+        else:
+            kern["viterbi"][_grid(n_seq), n_threads, 0, shared](*head, *tail)
     return log_prob_user, states_user
 
 
