@@ -6,6 +6,12 @@ The model, time-invariant, with state dimension d and observation dimension p::
 
 :func:`smoother` returns the exact posterior marginals p(z_t | x), the lag-one cross-covariances and log p(x) for
 every sequence of a ragged batch (hmmlearn-style ``lengths``), on the numpy, cython, numba or cuda backend.
+
+GPU arrays: when ``x`` is a device array (``__cuda_array_interface__`` or CUDA DLPack: CuPy, PyTorch, JAX, Numba),
+the work runs on the GPU with no host round trip and the array results are device arrays — CuPy arrays when CuPy is
+importable, else Numba device arrays (:mod:`avicore._device`). ``x`` is checked where it lives (float64,
+C-contiguous; its values on the device); ``backend`` must then be ``"auto"`` or ``"cuda"``. The model parameters
+and ``lengths`` may live on either side; ``offsets`` stays a host array.
 """
 
 from __future__ import annotations

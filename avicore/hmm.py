@@ -9,6 +9,12 @@ ends (default: one sequence). Build ``log_lik`` with :mod:`avicore.emissions`.
 - :func:`sample_posterior`: exact joint samples of the state paths (forward filtering, backward sampling).
 
 Algorithms, numerics and the exact tie and sampling rules are documented in :mod:`avicore.kernels.hmm`.
+
+GPU arrays: when ``log_lik`` is a device array (``__cuda_array_interface__`` or CUDA DLPack: CuPy, PyTorch, JAX, Numba),
+the work runs on the GPU with no host round trip and the array results are device arrays — CuPy arrays when CuPy is
+importable, else Numba device arrays (:mod:`avicore._device`). ``log_lik`` is checked where it lives (float64,
+C-contiguous; its values on the device); ``backend`` must then be ``"auto"`` or ``"cuda"``. The model arrays and
+``lengths`` may live on either side (they are small and are checked on the host).
 """
 
 from __future__ import annotations

@@ -4,6 +4,12 @@ The workhorse of variational inference in latent Gaussian models (Gaussian proce
 likelihoods): for each point the expectation, and its derivatives in the mean and the variance of q(f), in
 closed form where one exists (Gaussian, Poisson with log link) and by Gauss–Hermite quadrature otherwise
 (Bernoulli logit/probit, Student-t), on the numpy, cython, numba or cuda backend.
+
+GPU arrays: when ``y``, ``mean`` and ``var`` are device arrays (``__cuda_array_interface__`` or CUDA DLPack: CuPy,
+PyTorch, JAX, Numba), the work runs on the GPU with no host round trip and the results are device arrays — CuPy
+arrays when CuPy is importable, else Numba device arrays (:mod:`avicore._device`). They are checked where they live
+(float64, C-contiguous; values and the likelihood's support on the device); ``backend`` must then be ``"auto"`` or
+``"cuda"``.
 """
 
 from __future__ import annotations
