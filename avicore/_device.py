@@ -312,6 +312,22 @@ def release() -> None:
     staging().clear()
 
 
+#: Blocks a one-dimensional launch should at least have before its blocks are shrunk: two per SM of an H200 (132).
+MIN_BLOCKS = 264
+
+
+def launch_1d(n_threads: int) -> tuple[int, int]:
+    """``(blocks, threads per block)`` for one thread per item: ``CUDA_THREADS_PER_BLOCK`` per block, halved (down
+    to a warp) while that leaves fewer than :data:`MIN_BLOCKS` blocks, so that a few thousand items (one thread per
+    sequence) still spread over every SM instead of filling a few."""
+    from . import _config
+
+    tpb = max(1, int(_config.CUDA_THREADS_PER_BLOCK))
+    while tpb > 32 and -(-n_threads // tpb) < MIN_BLOCKS:
+        tpb //= 2
+    return max(1, -(-n_threads // tpb)), tpb
+
+
 def workspace_alloc(name: str, shape: tuple, dtype: object = np.float64) -> tuple[Any, Any]:
     """Output buffers of a host-array call: workspace views ``(view, view)``, copied to the host before the
     next call overwrites them."""
@@ -386,7 +402,7 @@ def first_violation(flat: Any, *, low: float = -math.inf, high: float = math.inf
     from . import _config
 
     threads = max(1, int(_config.CUDA_THREADS_PER_BLOCK))
-    blocks = max(1, min(-(-n // threads), 1024))
+    blocks = max(1, min(-(-n // threads), 8192))
     _first_violation_kernel()[blocks, threads](flat, float(low), float(high), bool(low_inclusive),
                                                bool(allow_neg_inf), bool(integral), d_out)
     i = int(d_out.copy_to_host()[0])

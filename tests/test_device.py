@@ -168,3 +168,14 @@ def test_workspace_is_per_thread():
     t.join()
     assert seen[0] is not _device.workspace()
     assert _hmm_cuda.workspace_alloc is _device.workspace_alloc
+
+
+def test_launch_1d_spreads_few_items_over_many_blocks(monkeypatch):
+    from avicore import _config
+
+    monkeypatch.setattr(_config, "CUDA_THREADS_PER_BLOCK", 128)
+    assert _device.launch_1d(10_000) == (313, 32)  # 10,000 sequences: 313 warps-sized blocks, not 79 full ones
+    assert _device.launch_1d(10**7) == (78_125, 128)
+    assert _device.launch_1d(5) == (1, 32)
+    monkeypatch.setattr(_config, "CUDA_THREADS_PER_BLOCK", 4)
+    assert _device.launch_1d(10) == (3, 4)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _config, _device
+from .. import _device
 from . import chain as _k
 
 cuda = _device.cuda()  # a module global: the CUDA simulator swaps it while a kernel of this module runs
@@ -83,8 +83,7 @@ def smoother_device(x: Any, offsets: np.ndarray, A: np.ndarray, Q: np.ndarray, C
     outputs = (*flat, made[3][1], d_status)
     d_x = x.reshape(-1)
     d_off = ws.put("chain.offsets", offsets)
-    threads = max(1, int(_config.CUDA_THREADS_PER_BLOCK))
-    blocks = (n_seq + threads - 1) // threads
+    blocks, threads = _device.launch_1d(n_seq)
     # Overflow is reported through ``status``; under the CUDA simulator the arithmetic runs in NumPy scalars,
     # whose overflow warnings would otherwise escape from the simulated threads.
     with warnings.catch_warnings():

@@ -101,11 +101,6 @@ def _thread_layout(n_states: int) -> bool:
     return n_states <= THREAD_LAYOUT_MAX_K
 
 
-def _launch_1d(n_threads: int) -> tuple[int, int]:
-    tpb = max(1, int(_config.CUDA_THREADS_PER_BLOCK))
-    return -(-n_threads // tpb), tpb
-
-
 def _check_shared(n_states: int, n_threads: int, n_vectors: int) -> int:
     nbytes = 8 * (n_vectors * n_states + 2 * n_threads + 2)
     if nbytes > _SHARED_BYTES:
@@ -762,7 +757,7 @@ def _filter(kern: dict, log_lik: Any, log_transmat: np.ndarray, log_startprob: n
         out.n_scaled = n_thr = _thread_grid(n_seq, per_block)
         out.scaled_counts = ws.get("hmm.scaled_counts", K * K * n_thr if backward else 1)
         with _quiet():
-            _hmm_cuda_small._kernels()["fb_scaled"][_launch_1d(n_thr)](
+            _hmm_cuda_small._kernels()["fb_scaled"][_device.launch_1d(n_thr)](
                 log_lik, out.trans, out.trans_t, ws.put("hmm.pi", md["pi"]), md["check_reach"], out.offsets,
                 post, ws.get("hmm.scale", T), ws.get("hmm.shift", T), loglik, out.flags,
                 ws.get("hmm.work", 2 * K * n_thr), out.scaled_counts, backward)
@@ -864,7 +859,7 @@ def viterbi_device(log_lik: Any, log_transmat: np.ndarray, log_startprob: np.nda
             from . import _hmm_cuda_small
 
             n_thr = _thread_grid(n_seq)
-            _hmm_cuda_small._kernels()["viterbi"][_launch_1d(n_thr)](*head, ws.get("hmm.work", 2 * K * n_thr),
+            _hmm_cuda_small._kernels()["viterbi"][_device.launch_1d(n_thr)](*head, ws.get("hmm.work", 2 * K * n_thr),
                                                                      *tail)
         else:
             kern["viterbi"][_grid(n_seq), n_threads, 0, shared](*head, *tail)
@@ -895,12 +890,11 @@ def sample_posterior_device(log_lik: Any, log_transmat: np.ndarray, log_startpro
     ws_alloc = workspace_alloc
     dev = _filter(kern, log_lik, log_transmat, log_startprob, offsets, False, ws_alloc)
     samples_user, d_samples = alloc("hmm.samples", (n_samples, T), np.int64)
-    n_items = n_samples * n_seq
-    tpb = max(1, int(_config.CUDA_THREADS_PER_BLOCK))
-    blocks = max(1, min(-(-n_items // tpb), 65535))
+    blocks, tpb = _device.launch_1d(n_samples * n_seq)
     with _quiet():
-        kern["sample"][blocks, tpb](dev.post.reshape(T * K), dev.trans_t, dev.log_trans_t, K, dev.offsets, dev.flags,
-                                    dev.loglik, np.uint64(hmm_seed_key(seed)), d_samples)
+        kern["sample"][min(blocks, 65535), tpb](dev.post.reshape(T * K), dev.trans_t, dev.log_trans_t, K,
+                                                dev.offsets, dev.flags, dev.loglik, np.uint64(hmm_seed_key(seed)),
+                                                d_samples)
     return samples_user, _impossible_loglik(dev)
 
 
