@@ -72,7 +72,10 @@ class ForwardBackwardResult:
     @property
     def total_log_likelihood(self) -> float:
         """``Σ`` of ``log_likelihood`` over sequences: the log-evidence of the whole batch."""
-        return float(np.sum(self.log_likelihood))
+        values = self.log_likelihood
+        if _device.is_device_array(values):
+            values = _device.to_host(values, "log_likelihood")
+        return float(np.sum(values))
 
 
 @dataclass(frozen=True)

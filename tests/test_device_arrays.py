@@ -45,6 +45,7 @@ def test_forward_backward_device_matches_enumeration(rng):
     assert_allclose(host(got.posteriors), want.posteriors, **tol())
     assert_allclose(host(got.transition_counts), want.transition_counts, **tol())
     assert_allclose(host(got.initial_counts), want.initial_counts, **tol())
+    assert_allclose(got.total_log_likelihood, want.log_likelihood.sum(), **tol())
 
 
 def test_viterbi_and_sampling_device_match_the_host_backends(rng):

@@ -518,8 +518,10 @@ def _kernels():
                 cur = nxt
 
     @cuda.jit
-    def _reduce_counts_kernel(trans, scaled_counts, n_scaled, log_counts, n_log, out):
-        # out[i, j] = trans[i, j] * sum_b scaled_counts[b, j, i] + sum_b log_counts[b, j, i], blocks b in order.
+    def _reduce_counts_kernel(trans, scaled_counts, n_scaled, row_scale, step, log_counts, n_log, out):
+        # out[i, j] = trans[i, j] * sum_b scaled_counts[e * row_scale + b * step] + sum_b log_counts[b, j, i] with
+        # e = j*K + i, partial buffers b in order: (row_scale, step) = (1, K*K) for the per-block buffers [b, j, i]
+        # of the block layout, (n_scaled, 1) for the per-thread columns [j, i, b] of kernels/_hmm_cuda_small.py.
         K = out.shape[0]
         idx = cuda.grid(1)
         if idx >= K * K:
@@ -527,11 +529,12 @@ def _kernels():
         j = idx // K
         i = idx - j * K
         KK = np.uint64(K * K)
-        e = np.uint64(idx)
+        e = np.uint64(idx) * np.uint64(row_scale)
+        stride = np.uint64(step)
         s = 0.0
         for _ in range(n_scaled):
             s += scaled_counts[e]
-            e += KK
+            e += stride
         total = 0.0
         t = trans[i * K + j]
         if t > 0.0:
@@ -814,15 +817,10 @@ def forward_backward_device(log_lik: Any, log_transmat: np.ndarray, log_startpro
     counts_user, d_counts = alloc("hmm.counts", (K, K), np.float64)
     initial_user, d_initial = alloc("hmm.initial", (K,), np.float64)
     tpb = max(1, min(int(_config.CUDA_THREADS_PER_BLOCK), K * K))
-    if dev.layout == "thread":
-        from . import _hmm_cuda_small
-
-        reduce = _hmm_cuda_small._kernels()["reduce_counts"]
-    else:
-        reduce = kern["reduce_counts"]
+    row_scale, step = (dev.n_scaled, 1) if dev.layout == "thread" else (1, K * K)
     with _quiet():
-        reduce[-(-K * K // tpb), tpb](dev.trans, dev.scaled_counts, dev.n_scaled, dev.log_counts, dev.n_log,
-                                      d_counts)
+        kern["reduce_counts"][-(-K * K // tpb), tpb](dev.trans, dev.scaled_counts, dev.n_scaled, row_scale, step,
+                                                     dev.log_counts, dev.n_log, d_counts)
         kern["initial_counts"][-(-K // tpb), tpb](dev.post, dev.offsets, d_initial)
     return (dev.loglik_user, dev.post_user, counts_user, initial_user), _impossible_loglik(dev)
 

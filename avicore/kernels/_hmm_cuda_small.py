@@ -7,8 +7,8 @@ recursions of the block kernels serially and term for term (same shift, same und
 order in every matrix-vector product), with no barrier at all. Its vectors live in a workspace column
 ``work[k * n_threads + thread]``, so a warp's 32 threads touch 32 consecutive doubles (coalesced), and the model
 matrices are read by every thread at the same address (broadcast). Its transition counts accumulate in a column
-of ``counts[e * n_threads + thread]`` and are added over threads in a fixed order by
-:func:`_kernels` ``["reduce_counts"]``, so results are reproducible run to run.
+of ``counts[e * n_threads + thread]`` and are added over threads in a fixed order by the ``reduce_counts`` kernel of
+:mod:`avicore.kernels._hmm_cuda`, so results are reproducible run to run.
 
 A sequence the scaled pass flags goes, as in the block layout, to the log-space block kernel of
 :mod:`avicore.kernels._hmm_cuda`.
@@ -176,32 +176,6 @@ def _kernels() -> dict:
                 cur = u1 - cur
 
     @cuda.jit
-    def _reduce_counts_kernel(trans, counts, n_thr, log_counts, n_log, out):
-        # out[i, j] = trans[i, j] * sum_t counts[(j*K + i), t] + sum_b log_counts[b, j, i], t and b in order.
-        K = out.shape[0]
-        idx = cuda.grid(1)
-        if idx >= K * K:
-            return
-        j = idx // K
-        i = idx - j * K
-        e = np.uint64(idx) * np.uint64(n_thr)
-        s = 0.0
-        for _ in range(n_thr):
-            s += counts[e]
-            e += u1
-        total = 0.0
-        tr = trans[i * K + j]
-        if tr > 0.0:
-            total = tr * s
-        KK = np.uint64(K * K)
-        e = np.uint64(idx)
-        s = 0.0
-        for _ in range(n_log):
-            s += log_counts[e]
-            e += KK
-        out[i, j] = total + s
-
-    @cuda.jit
     def _viterbi_kernel(log_lik, log_trans, log_start, offsets, work, backptr, log_prob, states):
         K = log_lik.shape[1]
         Ku = np.uint64(K)
@@ -254,4 +228,4 @@ def _kernels() -> dict:
                 z = backptr[row, z]
                 states[row - 1] = z
 
-    return {"fb_scaled": _fb_scaled_kernel, "reduce_counts": _reduce_counts_kernel, "viterbi": _viterbi_kernel}
+    return {"fb_scaled": _fb_scaled_kernel, "viterbi": _viterbi_kernel}
