@@ -129,6 +129,20 @@ def test_staging_round_trip_in_chunks(monkeypatch, rng):
     np.testing.assert_array_equal(st.download(dev), host)
 
 
+def test_large_staging_copies_split_over_threads(monkeypatch, rng):
+    monkeypatch.setattr(_device, "PARALLEL_COPY_BYTES", 16)
+    monkeypatch.setattr(_device, "COPY_THREADS", 3)
+    _device._copy_pool.cache_clear()
+    try:
+        src = rng.integers(0, 255, size=1001).astype(np.uint8)
+        dst = np.zeros_like(src)
+        _device._copy(dst, src)
+        np.testing.assert_array_equal(dst, src)
+    finally:
+        _device._copy_pool().shutdown()
+        _device._copy_pool.cache_clear()
+
+
 def test_host_calls_allocate_nothing_once_sizes_are_seen(monkeypatch, rng):
     """The second call with host arrays makes no device or pinned allocation (workspace + staging reused)."""
     log_lik, log_transmat, log_startprob, lengths = random_problem(rng, [3, 4], 3)
