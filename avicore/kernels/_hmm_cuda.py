@@ -26,7 +26,8 @@ Backward, with ``w_{t+1} = e_{t+1} * beta_{t+1} / c_{t+1}`` (0 where ``alpha_{t+
     beta_t = A w_{t+1},   gamma_t = alpha_t * beta_t,   sum_t xi_t = A ⊙ sum_t alpha_t w_{t+1}^T
 
 The posteriors overwrite the stored filter in place. The last sum is accumulated in a buffer private to each block
-(no atomics) and a second kernel adds the buffers in a fixed order, so results are bitwise reproducible.
+(in shared memory while ``K² + 2K + 2·threads`` doubles fit in 48 KiB, else in global memory; no atomics) and a
+second kernel adds the buffers in a fixed order, so results are bitwise reproducible.
 
 A sequence is redone by the log-space kernel (decided per sequence, on the device; the reference recursions of
 :mod:`avicore.kernels.hmm`) as soon as the scaled pass could lose accuracy: a state whose exact ``u`` is positive
@@ -348,17 +349,23 @@ def _kernels():
 
     @cuda.jit
     def _fb_scaled_kernel(log_lik, trans, trans_t, start, check_reach, offsets, post, scale, shift, loglik, flags,
-                          counts, backward):
+                          counts, backward, shared_counts):
         # trans, trans_t: flat K*K; counts: flat (gridDim.x * K * K), this block's slice at blockIdx.x * K * K.
+        # shared_counts: the block accumulates its counts in shared memory (after the vectors, the reduction
+        # buffer and the flag: sh[2K + 2 n_threads + 2:]) and writes them to its slice once, at the end.
         K = log_lik.shape[1]
         Ku = np.uint64(K)
         n_threads = cuda.blockDim.x
         tid = cuda.threadIdx.x
         sh = cuda.shared.array(0, dtype=float64)
         counts_off = np.uint64(cuda.blockIdx.x) * Ku * Ku
+        acc_off = np.uint64(2 * K + 2 * n_threads + 2)
         if backward:
             for e in range(tid, K * K, n_threads):
-                counts[counts_off + np.uint64(e)] = 0.0
+                if shared_counts:
+                    sh[acc_off + np.uint64(e)] = 0.0
+                else:
+                    counts[counts_off + np.uint64(e)] = 0.0
         n_seq = offsets.shape[0] - 1
         for seq in range(cuda.blockIdx.x, n_seq, cuda.gridDim.x):
             begin = offsets[seq]
@@ -390,13 +397,20 @@ def _kernels():
                     a = post[row, i]
                     w = 0.0
                     if a > 0.0:
-                        b = _dot_column_outer(sh, np.uint64(cur * K), trans_t, np.uint64(i), Ku, counts, counts_off,
-                                              a)
+                        if shared_counts:
+                            b = _dot_column_outer(sh, np.uint64(cur * K), trans_t, np.uint64(i), Ku, sh, acc_off, a)
+                        else:
+                            b = _dot_column_outer(sh, np.uint64(cur * K), trans_t, np.uint64(i), Ku, counts,
+                                                  counts_off, a)
                         post[row, i] = a * b
                         w = math.exp(log_lik[row, i] - m) * b / c
                     sh[nxt * K + i] = w
                 cuda.syncthreads()
                 cur = nxt
+        if backward and shared_counts:
+            cuda.syncthreads()
+            for e in range(tid, K * K, n_threads):
+                counts[counts_off + np.uint64(e)] = sh[acc_off + np.uint64(e)]
 
     # ----- forward-backward in log space (sequences the scaled pass flagged) -----
 
@@ -769,11 +783,12 @@ def _filter(kern: dict, log_lik: Any, log_transmat: np.ndarray, log_startprob: n
     else:
         out.n_scaled = _grid(n_seq, per_block)
         out.scaled_counts = ws.get("hmm.scaled_counts", max(1, out.n_scaled * K * K) if backward else 1)
+        shared_counts = backward and shared + 8 * K * K <= _SHARED_BYTES
         with _quiet():
-            kern["fb_scaled"][out.n_scaled, n_threads, 0, shared](
+            kern["fb_scaled"][out.n_scaled, n_threads, 0, shared + (8 * K * K if shared_counts else 0)](
                 log_lik, out.trans, out.trans_t, ws.put("hmm.pi", md["pi"]), md["check_reach"], out.offsets,
                 post, ws.get("hmm.scale", T), ws.get("hmm.shift", T), loglik, out.flags, out.scaled_counts,
-                backward)
+                backward, shared_counts)
         out.host_flags = out.flags.copy_to_host()
         ids = np.flatnonzero(out.host_flags).astype(np.int64)
     out.log_trans_t = ws.put("hmm.log_trans_t", md["log_transmat_t"].ravel())

@@ -345,3 +345,26 @@ def test_importing_the_module_imports_no_numba():
     code = ("import sys, avicore.kernels._hmm_cuda; "
             "assert not any(m == 'numba' or m.startswith('numba.') for m in sys.modules), 'numba imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("block", [2], indirect=True)
+@pytest.mark.parametrize("room", [96, 200], ids=["counts-in-global", "counts-in-shared"])
+def test_block_counts_in_shared_or_global_memory(rng, block, monkeypatch, room):
+    # K = 3, 2 threads: the vectors, reduction buffer and flag take 96 bytes; the 3x3 counts 72 more.
+    monkeypatch.setattr(_hmm_cuda, "THREAD_LAYOUT_MAX_K", 0)  # the block layout's count buffers
+    monkeypatch.setattr(_hmm_cuda, "_SHARED_BYTES", room)
+    table = _hmm_cuda._kernels()
+    seen = []
+    real = table["fb_scaled"]
+
+    class Spy:
+        def __getitem__(self, config):
+            def run(*args):
+                seen.append(args[-1])
+                return real[config](*args)
+            return run
+
+    monkeypatch.setitem(table, "fb_scaled", Spy())
+    problem = make_problem(rng, [2, 4], 3)
+    assert_fb_equal(_hmm_cuda._forward_backward_cuda(*problem), enumerate_paths(*problem)[:4], **tol(np.float64))
+    assert seen == [room >= 96 + 72]
