@@ -177,7 +177,11 @@ def as_numba(x: object, name: str) -> Any:
     nc = cuda()
     if _is_simulator_array(x):
         return x
-    if hasattr(x, "__cuda_array_interface__"):
+    try:
+        has_cai = hasattr(x, "__cuda_array_interface__")
+    except Exception:  # e.g. a sharded JAX array: fall through to DLPack
+        has_cai = False
+    if has_cai:
         return nc.as_cuda_array(x)
     cp = _cupy()
     if cp is None:
