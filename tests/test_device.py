@@ -12,7 +12,7 @@ from numba import cuda
 
 from avicore import _device, backends, chain, hmm, quadrature
 from avicore.gp.likelihoods import Bernoulli
-from avicore.kernels import _hmm_cuda
+from avicore.kernels import _hmm_cuda_launch
 from tests.reference import random_problem
 
 pytestmark = pytest.mark.cuda
@@ -184,7 +184,7 @@ def test_workspace_is_per_thread():
     t.start()
     t.join()
     assert seen[0] is not _device.workspace()
-    assert _hmm_cuda.workspace_alloc is _device.workspace_alloc
+    assert _hmm_cuda_launch.workspace_alloc is _device.workspace_alloc
 
 
 def test_launch_1d_spreads_few_items_over_many_blocks(monkeypatch):
