@@ -731,16 +731,15 @@ def _quiet():
         yield
 
 
-# The host side (buffers, launches, layout choice) lives in _hmm_cuda_launch.py; its entry points are re-exported
-# here for the dispatcher of kernels/hmm.py and the tests.
-from ._hmm_cuda_launch import (  # noqa: E402
-    _forward_backward_cuda,
-    _sample_posterior_cuda,
-    _viterbi_cuda,
-    forward_backward_device,
-    sample_posterior_device,
-    viterbi_device,
-)
+# The host side (buffers, launches, layout choice) lives in _hmm_cuda_launch.py; its entry points are reachable here
+# too (for the dispatcher of kernels/hmm.py and the tests), loaded on first access: the two modules import each other.
+_LAUNCH_NAMES = frozenset({"_forward_backward_cuda", "_sample_posterior_cuda", "_viterbi_cuda",
+                           "forward_backward_device", "sample_posterior_device", "viterbi_device"})
 
-__all__ = ["_forward_backward_cuda", "_sample_posterior_cuda", "_viterbi_cuda", "forward_backward_device",
-           "sample_posterior_device", "viterbi_device"]
+
+def __getattr__(name: str):
+    if name in _LAUNCH_NAMES:
+        from . import _hmm_cuda_launch
+
+        return getattr(_hmm_cuda_launch, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
