@@ -50,6 +50,9 @@ from avicore import _config, _device, backends, chain, hmm, quadrature
 from avicore.gp.likelihoods import Bernoulli
 from avicore.kernels import _hmm_cuda
 
+#: Largest |cuda - cython| a row may show and still count as agreeing (the outputs are O(1)-O(10⁴) sums).
+AGREEMENT = 1e-6
+
 ROW_KEYS = ("case", "avicore_cuda_s", "avicore_cuda_host_io_s", "cython_s", "peer", "peer_s", "max_abs_diff",
             "transfer_floor_s")
 
@@ -321,6 +324,9 @@ def print_report(rows: list[dict]) -> None:
     peers = [(r["case"], r["peer"]) for r in rows if r["peer"]]
     for case, peer in peers:
         print(f"peer of {case!r}: {peer}")
+    bad = [r["case"] for r in rows if not r["max_abs_diff"] <= AGREEMENT]
+    print(f"agreement cuda vs cython (max |diff| <= {AGREEMENT:g}): "
+          + ("all rows" if not bad else f"FAILED for {bad}"))
 
 
 def main(argv: list[str] | None = None) -> dict:

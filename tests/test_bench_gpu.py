@@ -49,4 +49,7 @@ def test_report_prints_ratios_and_missing_peers(bench, capsys):
     assert "20.00x" in out  # cython / cuda
     assert "1.30x" in out  # peer / cuda
     assert "peer of 'F-VI step': NumPyro" in out
+    assert "agreement cuda vs cython (max |diff| <= 1e-06): all rows" in out
+    bench.print_report([_row(max_abs_diff=float("nan"))])
+    assert "FAILED for ['F-VI step']" in capsys.readouterr().out
     assert set(bench.ROW_KEYS) == set(_row())
