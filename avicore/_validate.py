@@ -276,3 +276,80 @@ def check_log_prob_rows(m: object, name: str, *, n_rows: int | None = None, atol
         raise ValueError(f"each row of exp({name}) must sum to 1 within {atol:g}; got row {i} summing to "
                          f"{float(sums[i])!r}.")
     return arr
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Device (GPU) arrays: shape and dtype checked on the host, values on the device (avicore._device)
+# ---------------------------------------------------------------------------------------------------------------
+
+def check_device_array(x: object, name: str, *, shape: Sequence[int | None] | None = None,
+                       ndims: Sequence[int] | None = None, dtypes: Sequence[object] = (np.float64,),
+                       allow_neg_inf: bool = False, low: float = -np.inf, high: float = np.inf,
+                       low_inclusive: bool = True, integral: bool = False, what: str | None = None) -> object:
+    """Check a GPU array without copying it to the host; return a Numba device-array view of it.
+
+    Parameters
+    ----------
+    x : device array
+        Anything :func:`avicore._device.is_device_array` accepts.
+    name : str
+        Argument name used in error messages.
+    shape : sequence of int or None, optional
+        Required shape (``None`` entries match any length).
+    ndims : sequence of int, optional
+        Accepted numbers of dimensions (when ``shape`` is not given).
+    dtypes : sequence of dtypes
+        Accepted dtypes (no conversion happens on the device).
+    allow_neg_inf, low, high, low_inclusive, integral
+        The values allowed: never NaN or +inf; ``-inf`` only with ``allow_neg_inf``; finite values within
+        ``[low, high]`` (``(low, high]`` when not ``low_inclusive``), integral when ``integral`` is set.
+    what : str, optional
+        The expectation in the message on a bad value (default: derived from the options).
+
+    Returns
+    -------
+    numba.cuda device array
+        A view of ``x`` (C-contiguous).
+
+    Raises
+    ------
+    TypeError
+        On a dtype outside ``dtypes`` or a non-contiguous array.
+    ValueError
+        On a wrong shape, or a bad value (the message gives the first one and its index).
+    """
+    from . import _device
+
+    arr = _device.as_numba(x, name)
+    got_shape = tuple(int(s) for s in arr.shape)
+    dt = np.dtype(arr.dtype)
+    allowed = tuple(np.dtype(d) for d in dtypes)
+    if dt not in allowed:
+        names = " or ".join(str(d) for d in allowed)
+        raise TypeError(f"{name} must be a device array of dtype {names}; got dtype {dt}. Convert it on the device "
+                        f"first (e.g. cupy_array.astype(cupy.{allowed[0]})).")
+    if shape is not None:
+        expected = tuple("any" if s is None else s for s in shape)
+        if len(got_shape) != len(shape) or any(w is not None and w != g for w, g in zip(shape, got_shape)):
+            raise ValueError(f"{name} must have shape {expected}; got {got_shape}.")
+    elif ndims is not None and len(got_shape) not in tuple(ndims):
+        raise ValueError(f"{name} must be {' or '.join(str(n) for n in ndims)}-dimensional; got shape {got_shape}.")
+    if not arr.is_c_contiguous():
+        raise TypeError(f"{name} must be a C-contiguous device array; got strides {tuple(arr.strides)}. Make a "
+                        "contiguous copy on the device first (e.g. cupy.ascontiguousarray).")
+    i = _device.first_violation(arr.reshape(-1), low=low, high=high, low_inclusive=low_inclusive,
+                                allow_neg_inf=allow_neg_inf, integral=integral)
+    if i >= 0:
+        index = tuple(int(k) for k in np.unravel_index(i, got_shape))
+        value = arr.reshape(-1)[i:i + 1].copy_to_host()[0].item()
+        if what is None:
+            parts = ["finite" if not allow_neg_inf else "finite or -inf"]
+            if low > -np.inf:
+                parts.append(f"{'>=' if low_inclusive else '>'} {low:g}")
+            if high < np.inf:
+                parts.append(f"<= {high:g}")
+            if integral:
+                parts.append("integral")
+            what = "be " + ", ".join(parts)
+        raise ValueError(f"{name} must {what}; got {value!r} at index {index}.")
+    return arr

@@ -73,21 +73,37 @@ def _probe(name: str) -> BackendStatus:
         return BackendStatus(name, True, f"numba {numba.__version__}, threading layer pool of "
                              f"{numba.config.NUMBA_NUM_THREADS}")
     if name == "cuda":
-        try:
-            from numba import cuda
-        except ImportError as exc:
-            return BackendStatus(name, False, f"numba.cuda not importable ({exc})")
-        if _cuda_simulator_enabled():
-            return BackendStatus(name, True, "CUDA simulator (NUMBA_ENABLE_CUDASIM=1)")
-        try:
-            if cuda.is_available():
-                dev = cuda.get_current_device()
-                gpu = dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name)
-                return BackendStatus(name, True, f"GPU {gpu}")
-        except Exception as exc:  # driver errors come in many types
-            return BackendStatus(name, False, f"no usable CUDA device ({type(exc).__name__}: {exc})")
-        return BackendStatus(name, False, "no CUDA driver or GPU found")
+        return _probe_cuda()
     raise ValueError(f"backend must be one of {BACKENDS}; got {name!r}.")
+
+
+def _probe_cuda() -> BackendStatus:
+    """numba-cuda importable, a device (or the simulator), and a one-thread kernel that compiles, launches and
+    writes the expected value (:func:`avicore._device.probe_launch`); any failure makes cuda unavailable, with
+    the exception and its fix in ``detail``."""
+    from . import _device
+
+    try:
+        nc = _device.cuda()
+    except ImportError as exc:
+        return BackendStatus("cuda", False, f"numba.cuda not importable ({exc})")
+    if _cuda_simulator_enabled():
+        where = "CUDA simulator (NUMBA_ENABLE_CUDASIM=1)"
+    else:
+        try:
+            if not nc.is_available():
+                return BackendStatus("cuda", False, "no CUDA driver or GPU found")
+            dev = nc.get_current_device()
+            gpu = dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name)
+        except Exception as exc:  # driver errors come in many types
+            return BackendStatus("cuda", False, f"no usable CUDA device ({type(exc).__name__}: {exc})")
+        where = f"GPU {gpu}"
+    try:
+        _device.probe_launch()
+    except Exception as exc:  # compile, link or launch: all mean the kernels cannot run here
+        return BackendStatus("cuda", False, f"{where} found, but a one-thread probe kernel failed "
+                             f"({type(exc).__name__}: {exc}); fix: {_device.probe_fix(exc)}")
+    return BackendStatus("cuda", True, f"{where}, probe kernel ran")
 
 
 def available() -> dict[str, BackendStatus]:

@@ -6,6 +6,12 @@ The model, time-invariant, with state dimension d and observation dimension p::
 
 :func:`smoother` returns the exact posterior marginals p(z_t | x), the lag-one cross-covariances and log p(x) for
 every sequence of a ragged batch (hmmlearn-style ``lengths``), on the numpy, cython, numba or cuda backend.
+
+GPU arrays: when ``x`` is a device array (``__cuda_array_interface__`` or CUDA DLPack: CuPy, PyTorch, JAX, Numba),
+the work runs on the GPU with no host round trip and the array results are device arrays — CuPy arrays when CuPy is
+importable, else Numba device arrays (:mod:`avicore._device`). ``x`` is checked where it lives (float64,
+C-contiguous; its values on the device); ``backend`` must then be ``"auto"`` or ``"cuda"``. The model parameters
+and ``lengths`` may live on either side; ``offsets`` stays a host array.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validate import as_float_array, check_lengths, check_spd_matrix
+from ._validate import as_float_array, check_device_array, check_lengths, check_spd_matrix
 
 __all__ = ["ChainNumericalError", "LinearGaussianParams", "SmootherResult", "check_params", "smoother"]
 
@@ -235,13 +241,29 @@ def smoother(x: object, A: object, Q: object, C: object, R: object, m0: object, 
     >>> res.means.shape, res.covariances.shape, res.log_evidence.shape
     ((3, 1), (3, 1, 1), (1,))
     """
-    from .kernels.chain import run_smoother
+    from . import _device
 
-    params = check_params(A, Q, C, R, m0, P0)
-    x = check_observations(x, params.obs_dim)
-    offsets = check_lengths(lengths, x.shape[0])
-    means, covs, cross, log_evidence, status = run_smoother(x, offsets, params.A, params.Q, params.C, params.R,
-                                                            params.m0, params.P0, backend=backend)
+    params = check_params(*(_device.host_param(m, name) for m, name in zip((A, Q, C, R, m0, P0),
+                                                                           ("A", "Q", "C", "R", "m0", "P0"))))
+    if _device.is_device_array(x):
+        from .kernels._chain_cuda import smoother_device
+
+        _device.require_cuda(backend)
+        x = check_device_array(x, "x", shape=(None, params.obs_dim) if len(x.shape) == 2 else (None,))
+        if len(x.shape) == 1 and params.obs_dim != 1:
+            raise ValueError(f"x must have shape (n_samples, {params.obs_dim}) to match C's {params.obs_dim} "
+                             f"rows; got {tuple(x.shape)}.")
+        x = x.reshape(x.shape[0], params.obs_dim)
+        offsets = check_lengths(_device.host_param(lengths, "lengths"), x.shape[0])
+        (means, covs, cross, log_evidence), status = smoother_device(x, offsets, params.A, params.Q, params.C,
+                                                                     params.R, params.m0, params.P0)
+    else:
+        from .kernels.chain import run_smoother
+
+        x = check_observations(x, params.obs_dim)
+        offsets = check_lengths(lengths, x.shape[0])
+        means, covs, cross, log_evidence, status = run_smoother(x, offsets, params.A, params.Q, params.C,
+                                                                params.R, params.m0, params.P0, backend=backend)
     bad = np.flatnonzero(status)
     if bad.size:
         i = int(bad[0])

@@ -3,6 +3,12 @@
 Each function validates its input and returns a C-contiguous float64 array of shape (n_samples, n_states), ready
 for :func:`avicore.hmm.forward_backward`. Every constant of the densities is included.
 
+GPU arrays: when ``X`` (``symbols``) is a device array (``__cuda_array_interface__`` or CUDA DLPack: CuPy, PyTorch,
+JAX, Numba), it is checked on the device (shape and dtype float64 — int32/int64 symbols — on the host, values on
+the device) and the result is computed there by :mod:`avicore.kernels._emissions_cuda` and returned as a device
+array: a CuPy array when CuPy is importable, else a Numba device array (see :mod:`avicore._device`). The small
+parameter arrays may live on either side.
+
 - :func:`gaussian_diag_log_lik`: Gaussian with a diagonal covariance per state.
 - :func:`gaussian_full_log_lik`: Gaussian with a full covariance per state (Cholesky solves).
 - :func:`categorical_log_lik`: one symbol per step from a per-state categorical distribution.
@@ -16,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _validate
+from . import _device, _validate
 
 __all__ = ["categorical_log_lik", "gaussian_diag_log_lik", "gaussian_full_log_lik", "poisson_log_lik"]
 
@@ -34,6 +40,17 @@ def _check_x(X: Any, name: str = "X") -> np.ndarray:
     return x
 
 
+def _check_device_x(X: Any, name: str = "X", **value_checks: Any) -> Any:
+    """A device ``X`` checked where it lives, as a Numba (n_samples, n_features) view."""
+    _device.require_cuda("auto")
+    x = _validate.check_device_array(X, name, ndims=(1, 2), **value_checks)
+    if len(x.shape) == 1:
+        x = x.reshape(x.shape[0], 1)
+    if x.shape[0] < 1:
+        raise ValueError(f"{name} must hold at least one sample; got shape {tuple(x.shape)}.")
+    return x
+
+
 def _check_means(means: Any, n_features: int) -> np.ndarray:
     mu = _validate.as_float_array(means, "means")
     if mu.ndim == 1 and n_features == 1:
@@ -43,7 +60,21 @@ def _check_means(means: Any, n_features: int) -> np.ndarray:
     return mu
 
 
-def gaussian_diag_log_lik(X: Any, means: Any, variances: Any) -> np.ndarray:
+def _diag_params(means: Any, variances: Any, n_features: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(means, ½ precisions, per-state constants), each (n_states, n_features) or (n_states,)."""
+    mu = _check_means(_device.host_param(means, "means"), n_features)
+    var = _validate.as_float_array(_device.host_param(variances, "variances"), "variances")
+    if var.ndim == 1 and n_features == 1:
+        var = var[:, None]
+    if var.shape != mu.shape:
+        raise ValueError(f"variances must have shape {mu.shape} (like means); got {var.shape}.")
+    if (var <= 0).any():
+        raise ValueError(f"variances must be > 0; got min {float(var.min())!r}.")
+    const = -0.5 * (n_features * _LOG_2PI + np.log(var).sum(axis=1))
+    return mu, 0.5 * (1.0 / var), const
+
+
+def gaussian_diag_log_lik(X: Any, means: Any, variances: Any) -> Any:
     """Log-density of each sample under each state's Gaussian with diagonal covariance.
 
     Parameters
@@ -78,28 +109,35 @@ def gaussian_diag_log_lik(X: Any, means: Any, variances: Any) -> np.ndarray:
     >>> gaussian_diag_log_lik(np.array([[0.0]]), means=[[0.0]], variances=[[1.0]]).round(6)
     array([[-0.918939]])
     """
+    if _device.is_device_array(X):
+        from .kernels import _emissions_cuda
+
+        x = _check_device_x(X)
+        return _emissions_cuda.gaussian_diag(x, *_diag_params(means, variances, x.shape[1]))
     x = _check_x(X)
-    mu = _check_means(means, x.shape[1])
-    var = _validate.as_float_array(variances, "variances")
-    if var.ndim == 1 and x.shape[1] == 1:
-        var = var[:, None]
-    if var.shape != mu.shape:
-        raise ValueError(f"variances must have shape {mu.shape} (like means); got {var.shape}.")
-    if (var <= 0).any():
-        raise ValueError(f"variances must be > 0; got min {float(var.min())!r}.")
-    n, d = x.shape
-    prec = 1.0 / var
-    const = -0.5 * (d * _LOG_2PI + np.log(var).sum(axis=1))
-    out = np.empty((n, mu.shape[0]))
+    mu, half_prec, const = _diag_params(means, variances, x.shape[1])
+    out = np.empty((x.shape[0], mu.shape[0]))
     from . import _config
     from ._cy import load
 
-    load("emissions").cy_gaussian_diag(x, np.ascontiguousarray(mu.T), np.ascontiguousarray(0.5 * prec.T), const, out,
-                                       _config.get_num_threads())
+    load("emissions").cy_gaussian_diag(x, np.ascontiguousarray(mu.T), np.ascontiguousarray(half_prec.T), const,
+                                       out, _config.get_num_threads())
     return out
 
 
-def gaussian_full_log_lik(X: Any, means: Any, covariances: Any) -> np.ndarray:
+def _full_params(means: Any, covariances: Any, n_features: int) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """(means, lower Cholesky factors, per-state constants -Σ log diag L_k - d/2 log 2π)."""
+    mu = _check_means(_device.host_param(means, "means"), n_features)
+    d = n_features
+    cov = _validate.as_float_array(_device.host_param(covariances, "covariances"), "covariances")
+    if cov.shape != (mu.shape[0], d, d):
+        raise ValueError(f"covariances must have shape ({mu.shape[0]}, {d}, {d}); got {cov.shape}.")
+    chols = [np.linalg.cholesky(_validate.check_spd_matrix(cov[k], f"covariances[{k}]")) for k in range(mu.shape[0])]
+    const = np.array([-np.log(np.diag(c)).sum() - 0.5 * d * _LOG_2PI for c in chols])
+    return mu, chols, const
+
+
+def gaussian_full_log_lik(X: Any, means: Any, covariances: Any) -> Any:
     """Log-density of each sample under each state's Gaussian with a full covariance matrix.
 
     Parameters
@@ -135,23 +173,24 @@ def gaussian_full_log_lik(X: Any, means: Any, covariances: Any) -> np.ndarray:
     """
     from scipy.linalg import solve_triangular
 
+    if _device.is_device_array(X):
+        from .kernels import _emissions_cuda
+
+        x = _check_device_x(X)
+        mu, chols, const = _full_params(means, covariances, x.shape[1])
+        eye = np.eye(x.shape[1])
+        chol_inv = np.stack([solve_triangular(c, eye, lower=True, check_finite=False) for c in chols])
+        return _emissions_cuda.gaussian_full(x, mu, chol_inv, const)
     x = _check_x(X)
-    mu = _check_means(means, x.shape[1])
-    n, d = x.shape
-    cov = _validate.as_float_array(covariances, "covariances")
-    if cov.shape != (mu.shape[0], d, d):
-        raise ValueError(f"covariances must have shape ({mu.shape[0]}, {d}, {d}); got {cov.shape}.")
-    out = np.empty((n, mu.shape[0]))
-    for k in range(mu.shape[0]):
-        sym = _validate.check_spd_matrix(cov[k], f"covariances[{k}]")
-        chol = np.linalg.cholesky(sym)
-        half_logdet = np.log(np.diag(chol)).sum()
+    mu, chols, const = _full_params(means, covariances, x.shape[1])
+    out = np.empty((x.shape[0], mu.shape[0]))
+    for k, chol in enumerate(chols):
         z = solve_triangular(chol, (x - mu[k]).T, lower=True, check_finite=False)
-        out[:, k] = -0.5 * np.einsum("ij,ij->j", z, z) - half_logdet - 0.5 * d * _LOG_2PI
+        out[:, k] = -0.5 * np.einsum("ij,ij->j", z, z) + const[k]
     return out
 
 
-def categorical_log_lik(symbols: Any, log_emissionprob: Any) -> np.ndarray:
+def categorical_log_lik(symbols: Any, log_emissionprob: Any) -> Any:
     """Log-probability of each observed symbol under each state's categorical distribution.
 
     Parameters
@@ -181,7 +220,18 @@ def categorical_log_lik(symbols: Any, log_emissionprob: Any) -> np.ndarray:
     array([[0.1, 0.7],
            [0.9, 0.3]])
     """
-    log_b = _validate.check_log_prob_rows(log_emissionprob, "log_emissionprob")
+    log_b = _validate.check_log_prob_rows(_device.host_param(log_emissionprob, "log_emissionprob"),
+                                          "log_emissionprob")
+    if _device.is_device_array(symbols):
+        from .kernels import _emissions_cuda
+
+        _device.require_cuda("auto")
+        sym = _validate.check_device_array(
+            symbols, "symbols", ndims=(1,), dtypes=(np.int64, np.int32), low=0, high=log_b.shape[1] - 1,
+            what=f"lie in [0, {log_b.shape[1]}) (n_symbols = log_emissionprob.shape[1])")
+        if sym.shape[0] < 1:
+            raise ValueError("symbols must be a non-empty 1-dimensional array; got shape (0,).")
+        return _emissions_cuda.categorical(sym, log_b)
     raw = np.asarray(symbols)
     if raw.ndim != 1 or raw.size == 0:
         raise ValueError(f"symbols must be a non-empty 1-dimensional array; got shape {raw.shape}.")
@@ -195,7 +245,18 @@ def categorical_log_lik(symbols: Any, log_emissionprob: Any) -> np.ndarray:
     return np.ascontiguousarray(log_b.T[raw.astype(np.intp)])
 
 
-def poisson_log_lik(X: Any, rates: Any) -> np.ndarray:
+def _poisson_rates(rates: Any, n_features: int) -> np.ndarray:
+    lam = _validate.as_float_array(_device.host_param(rates, "rates"), "rates")
+    if lam.ndim == 1 and n_features == 1:
+        lam = lam[:, None]
+    if lam.ndim != 2 or lam.shape[1] != n_features or lam.shape[0] < 1:
+        raise ValueError(f"rates must have shape (n_states, {n_features}); got {lam.shape}.")
+    if (lam <= 0).any():
+        raise ValueError(f"rates must be > 0; got min {float(lam.min())!r}.")
+    return lam
+
+
+def poisson_log_lik(X: Any, rates: Any) -> Any:
     """Log-probability of count vectors under independent per-feature Poisson distributions per state.
 
     Parameters
@@ -224,16 +285,16 @@ def poisson_log_lik(X: Any, rates: Any) -> np.ndarray:
     """
     from scipy.special import gammaln
 
+    if _device.is_device_array(X):
+        from .kernels import _emissions_cuda
+
+        x = _check_device_x(X, low=0.0, integral=True, what="hold non-negative integer counts")
+        lam = _poisson_rates(rates, x.shape[1])
+        return _emissions_cuda.poisson(x, np.log(lam), lam.sum(axis=1))
     x = _check_x(X)
     if (x < 0).any() or (x != np.round(x)).any():
         raise ValueError("X must hold non-negative integer counts; got negative or fractional values.")
-    lam = _validate.as_float_array(rates, "rates")
-    if lam.ndim == 1 and x.shape[1] == 1:
-        lam = lam[:, None]
-    if lam.ndim != 2 or lam.shape[1] != x.shape[1] or lam.shape[0] < 1:
-        raise ValueError(f"rates must have shape (n_states, {x.shape[1]}); got {lam.shape}.")
-    if (lam <= 0).any():
-        raise ValueError(f"rates must be > 0; got min {float(lam.min())!r}.")
+    lam = _poisson_rates(rates, x.shape[1])
     out = x @ np.log(lam).T
     out -= lam.sum(axis=1)
     out -= gammaln(x + 1.0).sum(axis=1)[:, None]

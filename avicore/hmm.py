@@ -9,6 +9,12 @@ ends (default: one sequence). Build ``log_lik`` with :mod:`avicore.emissions`.
 - :func:`sample_posterior`: exact joint samples of the state paths (forward filtering, backward sampling).
 
 Algorithms, numerics and the exact tie and sampling rules are documented in :mod:`avicore.kernels.hmm`.
+
+GPU arrays: when ``log_lik`` is a device array (``__cuda_array_interface__`` or CUDA DLPack: CuPy, PyTorch, JAX, Numba),
+the work runs on the GPU with no host round trip and the array results are device arrays — CuPy arrays when CuPy is
+importable, else Numba device arrays (:mod:`avicore._device`). ``log_lik`` is checked where it lives (float64,
+C-contiguous; its values on the device); ``backend`` must then be ``"auto"`` or ``"cuda"``. The model arrays and
+``lengths`` may live on either side (they are small and are checked on the host).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _validate
+from . import _device, _validate
 from .backends import resolve
 from .kernels import hmm as _kernels
 
@@ -66,7 +72,10 @@ class ForwardBackwardResult:
     @property
     def total_log_likelihood(self) -> float:
         """``Σ`` of ``log_likelihood`` over sequences: the log-evidence of the whole batch."""
-        return float(np.sum(self.log_likelihood))
+        values = self.log_likelihood
+        if _device.is_device_array(values):
+            values = _device.to_host(values, "log_likelihood")
+        return float(np.sum(values))
 
 
 @dataclass(frozen=True)
@@ -99,6 +108,24 @@ def _check_inputs(log_lik: Any, log_transmat: Any, log_startprob: Any,
     lt = _validate.check_log_stochastic_matrix(log_transmat, "log_transmat", size=n_states)
     ls = _validate.check_log_prob_vector(log_startprob, "log_startprob", size=n_states)
     offsets = _validate.check_lengths(lengths, ll.shape[0])
+    return ll, lt, ls, offsets
+
+
+def _check_device_inputs(log_lik: Any, log_transmat: Any, log_startprob: Any, lengths: Any,
+                         backend: str) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+    """Device-array path: ``log_lik`` checked where it lives (shape/dtype on the host, values on the device), the
+    small model arrays and ``lengths`` copied to the host and checked there."""
+    _device.require_cuda(backend)
+    ll = _validate.check_device_array(log_lik, "log_lik", ndims=(2,), allow_neg_inf=True,
+                                      what="not contain NaN or +inf")
+    if ll.shape[1] < 1:
+        raise ValueError(f"log_lik must have at least one state (column); got shape {tuple(ll.shape)}.")
+    n_states = ll.shape[1]
+    lt = _validate.check_log_stochastic_matrix(_device.host_param(log_transmat, "log_transmat"), "log_transmat",
+                                               size=n_states)
+    ls = _validate.check_log_prob_vector(_device.host_param(log_startprob, "log_startprob"), "log_startprob",
+                                         size=n_states)
+    offsets = _validate.check_lengths(_device.host_param(lengths, "lengths"), ll.shape[0])
     return ll, lt, ls, offsets
 
 
@@ -167,6 +194,13 @@ def forward_backward(log_lik: Any, log_transmat: Any, log_startprob: Any, length
     >>> round(float(res.transition_counts.sum()), 12)
     2.0
     """
+    if _device.is_device_array(log_lik):
+        from .kernels._hmm_cuda import forward_backward_device
+
+        (log_likelihood, posteriors, counts, initial), impossible = forward_backward_device(
+            *_check_device_inputs(log_lik, log_transmat, log_startprob, lengths, backend))
+        _warn_impossible(impossible, "its posteriors are 0")
+        return ForwardBackwardResult(log_likelihood, posteriors, counts, initial)
     ll, lt, ls, offsets = _check_inputs(log_lik, log_transmat, log_startprob, lengths)
     name = resolve(backend, size=ll.size, supported=_kernels.SUPPORTED_BACKENDS)
     log_likelihood, posteriors, counts, initial = _kernels.FORWARD_BACKWARD[name](ll, lt, ls, offsets)
@@ -220,6 +254,13 @@ def viterbi(log_lik: Any, log_transmat: Any, log_startprob: Any, lengths: Any = 
     >>> states
     array([0, 1, 0])
     """
+    if _device.is_device_array(log_lik):
+        from .kernels._hmm_cuda import viterbi_device
+
+        ll, lt, ls, offsets = _check_device_inputs(log_lik, log_transmat, log_startprob, lengths, backend)
+        log_prob, states = viterbi_device(ll, lt, ls, offsets)
+        _warn_impossible(_device.to_host(log_prob, "log_prob"), "its Viterbi path is arbitrary")
+        return ViterbiResult(log_prob, states)
     ll, lt, ls, offsets = _check_inputs(log_lik, log_transmat, log_startprob, lengths)
     name = resolve(backend, size=ll.size, supported=_kernels.SUPPORTED_BACKENDS)
     log_prob, states = _kernels.VITERBI[name](ll, lt, ls, offsets)
@@ -281,6 +322,14 @@ def sample_posterior(log_lik: Any, log_transmat: Any, log_startprob: Any, length
     >>> z.shape
     (4, 2)
     """
+    if _device.is_device_array(log_lik):
+        from .kernels._hmm_cuda import sample_posterior_device
+
+        ll, lt, ls, offsets = _check_device_inputs(log_lik, log_transmat, log_startprob, lengths, backend)
+        n = _validate.check_int(n_samples, "n_samples", minimum=1)
+        samples, impossible = sample_posterior_device(ll, lt, ls, offsets, n, _validate.check_seed_int(seed))
+        _warn_impossible(impossible, "its sampled states are -1")
+        return samples
     ll, lt, ls, offsets = _check_inputs(log_lik, log_transmat, log_startprob, lengths)
     n = _validate.check_int(n_samples, "n_samples", minimum=1)
     seed_int = _validate.check_seed_int(seed)

@@ -4,6 +4,12 @@ The workhorse of variational inference in latent Gaussian models (Gaussian proce
 likelihoods): for each point the expectation, and its derivatives in the mean and the variance of q(f), in
 closed form where one exists (Gaussian, Poisson with log link) and by Gauss–Hermite quadrature otherwise
 (Bernoulli logit/probit, Student-t), on the numpy, cython, numba or cuda backend.
+
+GPU arrays: when ``y``, ``mean`` and ``var`` are device arrays (``__cuda_array_interface__`` or CUDA DLPack: CuPy,
+PyTorch, JAX, Numba), the work runs on the GPU with no host round trip and the results are device arrays — CuPy
+arrays when CuPy is importable, else Numba device arrays (:mod:`avicore._device`). They are checked where they live
+(float64, C-contiguous; values and the likelihood's support on the device); ``backend`` must then be ``"auto"`` or
+``"cuda"``.
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validate import as_float_array, check_int
+from ._device import any_device
+from ._validate import as_float_array, check_device_array, check_int
 
 __all__ = ["ExpectedLogLik", "expected_log_lik", "gauss_hermite"]
 
@@ -135,6 +142,9 @@ def expected_log_lik(likelihood: object, y: object, mean: object, var: object, *
     if not isinstance(likelihood, Likelihood):
         raise TypeError(f"likelihood must be an avicore.gp.likelihoods.Likelihood (Gaussian, Poisson, Bernoulli, "
                         f"StudentT); got {type(likelihood).__name__}.")
+    nodes, weights = gauss_hermite(n_points)
+    if any_device(y, mean, var):
+        return _expected_log_lik_on_device(likelihood, y, mean, var, nodes, weights, backend)
     y_arr = likelihood.check_y(y, "y")
     n = y_arr.shape[0]
     mean_arr = as_float_array(mean, "mean", ndim=1)
@@ -145,10 +155,43 @@ def expected_log_lik(likelihood: object, y: object, mean: object, var: object, *
     if (var_arr < 0).any():
         i = int(np.argmax(var_arr < 0))
         raise ValueError(f"var must be >= 0 (variances); got {float(var_arr[i])!r} at index {i}.")
-    nodes, weights = gauss_hermite(n_points)
 
     from .kernels.quadrature import run_expected_log_lik
 
     value, grad_mean, grad_var = run_expected_log_lik(likelihood._code, likelihood._kernel_params(), y_arr,
                                                       mean_arr, var_arr, nodes, weights, backend)
+    return ExpectedLogLik(value, grad_mean, grad_var)
+
+
+#: What y must hold on the device, by likelihood code: (low, high, integral, expectation for the message).
+_Y_SUPPORT = {
+    1: (0.0, np.inf, True, "contain non-negative integers (counts) for a Poisson likelihood"),
+    2: (0.0, 1.0, True, "contain only 0 and 1 for a Bernoulli likelihood"),
+    3: (0.0, 1.0, True, "contain only 0 and 1 for a Bernoulli likelihood"),
+}
+
+
+def _expected_log_lik_on_device(likelihood: object, y: object, mean: object, var: object, nodes: np.ndarray,
+                                weights: np.ndarray, backend: str) -> ExpectedLogLik:
+    """The device-array path of :func:`expected_log_lik`: checks on the device, results as device arrays."""
+    from . import _device
+    from .kernels._quadrature_cuda import expected_log_lik_device
+
+    _device.require_cuda(backend)
+    arrays = {}
+    for name, arr in (("y", y), ("mean", mean), ("var", var)):
+        if not _device.is_device_array(arr):
+            raise TypeError(f"{name} must be a device array like the other arrays (y, mean and var live on one "
+                            f"device); got {type(arr).__name__}.")
+        low, high, integral, what = _Y_SUPPORT.get(likelihood._code, (-np.inf, np.inf, False, "be finite")) \
+            if name == "y" else ((0.0, np.inf, False, "be finite and >= 0 (variances)") if name == "var"
+                                 else (-np.inf, np.inf, False, "be finite"))
+        arrays[name] = check_device_array(arr, name, ndims=(1,), low=low, high=high, integral=integral,
+                                          what=what)
+    n = arrays["y"].shape[0]
+    for name in ("mean", "var"):
+        if arrays[name].shape[0] != n:
+            raise ValueError(f"{name} must have the length of y ({n}); got length {arrays[name].shape[0]}.")
+    value, grad_mean, grad_var = expected_log_lik_device(likelihood._code, likelihood._kernel_params(),
+                                                         arrays["y"], arrays["mean"], arrays["var"], nodes, weights)
     return ExpectedLogLik(value, grad_mean, grad_var)

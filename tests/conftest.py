@@ -18,7 +18,9 @@ if "numba.core.config" in sys.modules:
 import numpy as np
 import pytest
 
-from avicore import _config, backends
+from avicore import _config, _device, backends
+
+_device.ensure_numpy_compat()  # numpy >= 2.5: before any test compiles a CUDA kernel of its own
 
 SEED = int(os.environ.get("AVICORE_TEST_SEED", "20241128"))
 

@@ -6,23 +6,28 @@ Each thread of the general (d, p) kernel owns one column of a (workspace_size, n
 neighbouring threads touch neighbouring addresses (coalesced). One thread per sequence suits batches of many
 sequences; a single long sequence runs serially on one GPU thread (a parallel-scan formulation would be needed to
 spread it over the GPU).
+
+Device arrays in, device arrays out (:func:`smoother_device`); host arrays go up and down through
+:mod:`avicore._device`'s pinned staging buffers, and the scratch array lives in its cached workspace.
 """
 
 from __future__ import annotations
 
 import types
 import warnings
+from typing import Any
 
 import numpy as np
-from numba import cuda
 
-from .. import _config
+from .. import _device
 from . import chain as _k
+
+cuda = _device.cuda()  # a module global: the CUDA simulator swaps it while a kernel of this module runs
 
 _HELPERS = ("_chol", "_solve_lower", "_solve_lower_t", "_matmul", "_sym_abt_plus", "_sym_two_abt", "_same", "_copy")
 
 
-def _device(fn: types.FunctionType, **bindings: object) -> object:
+def _device_fn(fn: types.FunctionType, **bindings: object) -> object:
     """Compile the plain function ``fn`` as a CUDA device function, with some of its global names rebound."""
     scope = dict(fn.__globals__)
     scope.update(bindings)
@@ -31,7 +36,7 @@ def _device(fn: types.FunctionType, **bindings: object) -> object:
 
 
 _device_helpers = {name: cuda.jit(device=True)(getattr(_k, name).py_func) for name in _HELPERS}
-_smoother_one_dev = _device(_k._smoother_one, **_device_helpers)
+_smoother_one_dev = _device_fn(_k._smoother_one, **_device_helpers)
 _smoother_scalar_one_dev = cuda.jit(device=True)(_k._smoother_scalar_one)
 
 
@@ -59,23 +64,26 @@ def _smoother_general_kernel(x, offsets, d, p, A, Q, C, R, m0, P0, means, covs, 
         log_evidence[i] = ll
 
 
-def smoother_cuda(x: np.ndarray, offsets: np.ndarray, A: np.ndarray, Q: np.ndarray, C: np.ndarray,
-                  R: np.ndarray, m0: np.ndarray, P0: np.ndarray, means: np.ndarray, covs: np.ndarray,
-                  cross: np.ndarray, log_evidence: np.ndarray, status: np.ndarray, *, reuse: bool = True) -> None:
-    """Fill the preallocated outputs on the GPU (validated, C-contiguous float64 input)."""
+def smoother_device(x: Any, offsets: np.ndarray, A: np.ndarray, Q: np.ndarray, C: np.ndarray, R: np.ndarray,
+                    m0: np.ndarray, P0: np.ndarray, alloc: Any = _device.user_alloc, *,
+                    reuse: bool = True) -> tuple[tuple[Any, Any, Any, Any], np.ndarray]:
+    """Smoother of the validated C-contiguous float64 (n, p) device array ``x``.
+
+    Returns ``((means (n, d), covs (n, d, d), cross (n, d, d), log_evidence (n_sequences,)), status)``: the
+    outputs as ``alloc`` makes them and the per-sequence status codes on the host.
+    """
     n, p = x.shape
     d = A.shape[0]
     n_seq = offsets.shape[0] - 1
-    threads = _config.CUDA_THREADS_PER_BLOCK
-    blocks = (n_seq + threads - 1) // threads
-    d_x = cuda.to_device(x.reshape(-1))
-    d_off = cuda.to_device(offsets)
-    d_means = cuda.device_array(n * d)
-    d_covs = cuda.device_array(n * d * d)
-    d_cross = cuda.device_array(n * d * d)
-    d_log_ev = cuda.device_array(n_seq)
-    d_status = cuda.to_device(status)
-    outputs = (d_means, d_covs, d_cross, d_log_ev, d_status)
+    ws = _device.workspace()
+    made = [alloc("chain.means", (n, d), np.float64), alloc("chain.covs", (n, d, d), np.float64),
+            alloc("chain.cross", (n, d, d), np.float64), alloc("chain.log_evidence", (n_seq,), np.float64)]
+    flat = [view.reshape(-1) for _, view in made[:3]]
+    d_status = ws.put("chain.status", np.zeros(n_seq, dtype=np.int32))
+    outputs = (*flat, made[3][1], d_status)
+    d_x = x.reshape(-1)
+    d_off = ws.put("chain.offsets", offsets)
+    blocks, threads = _device.launch_1d(n_seq)
     # Overflow is reported through ``status``; under the CUDA simulator the arithmetic runs in NumPy scalars,
     # whose overflow warnings would otherwise escape from the simulated threads.
     with warnings.catch_warnings():
@@ -83,14 +91,22 @@ def smoother_cuda(x: np.ndarray, offsets: np.ndarray, A: np.ndarray, Q: np.ndarr
         if d == 1 and p == 1:
             scalars = (float(A[0, 0]), float(Q[0, 0]), float(C[0, 0]), float(R[0, 0]), float(m0[0]),
                        float(P0[0, 0]))
-            work = cuda.device_array((_k.SCALAR_WORKSPACE, n_seq))
+            work = ws.get("chain.work", (_k.SCALAR_WORKSPACE, n_seq))
             _smoother_scalar_kernel[blocks, threads](d_x, d_off, *scalars, *outputs, work, reuse)
         else:
-            params = [cuda.to_device(np.ascontiguousarray(m).reshape(-1)) for m in (A, Q, C, R, m0, P0)]
-            work = cuda.device_array((_k.workspace_size(d, p), n_seq))
+            params = [ws.put(f"chain.{name}", np.ascontiguousarray(m).reshape(-1))
+                      for name, m in zip(("A", "Q", "C", "R", "m0", "P0"), (A, Q, C, R, m0, P0))]
+            work = ws.get("chain.work", (_k.workspace_size(d, p), n_seq))
             _smoother_general_kernel[blocks, threads](d_x, d_off, d, p, *params, *outputs, work, reuse)
-    means.reshape(-1)[:] = d_means.copy_to_host()
-    covs.reshape(-1)[:] = d_covs.copy_to_host()
-    cross.reshape(-1)[:] = d_cross.copy_to_host()
-    log_evidence[:] = d_log_ev.copy_to_host()
-    status[:] = d_status.copy_to_host()
+    return tuple(obj for obj, _ in made), d_status.copy_to_host()
+
+
+def smoother_cuda(x: np.ndarray, offsets: np.ndarray, A: np.ndarray, Q: np.ndarray, C: np.ndarray,
+                  R: np.ndarray, m0: np.ndarray, P0: np.ndarray, means: np.ndarray, covs: np.ndarray,
+                  cross: np.ndarray, log_evidence: np.ndarray, status: np.ndarray, *, reuse: bool = True) -> None:
+    """Fill the preallocated host outputs on the GPU (validated, C-contiguous float64 host input)."""
+    d_x = _device.upload(x, "chain.in.x")
+    outs, st = smoother_device(d_x, offsets, A, Q, C, R, m0, P0, _device.workspace_alloc, reuse=reuse)
+    for d_out, host in zip(outs, (means, covs, cross, log_evidence)):
+        _device.staging().download(d_out, host)
+    status[:] = st

@@ -10,8 +10,11 @@ One thread block per sequence (grid-stride when there are more sequences than bl
 block has ``S = min(CUDA_THREADS_PER_BLOCK, next power of two >= K)`` threads and thread ``tid`` owns states
 ``tid, tid + S, ...``, so any K works (up to the 48 KiB of shared memory: about 2,900 states). The filter vector
 lives in shared memory (two buffers, swapped each step); the per-step max and sum are shared-memory trees. Inner
-loops over K read flat K*K matrices with ``uint64`` indices (see :func:`_kernels`). Transfers: the inputs go up
-once, the outputs come down once (plus the per-sequence fallback flags, n_sequences bytes).
+loops over K read flat K*K matrices with ``uint64`` indices (see :func:`_kernels`). This layout serves
+``n_states > THREAD_LAYOUT_MAX_K``; below it the scaled forward-backward and Viterbi run one thread per sequence
+(:mod:`avicore.kernels._hmm_cuda_small`). Buffers and launches: :mod:`avicore.kernels._hmm_cuda_launch` (device
+arrays stay on the device; host arrays go through pinned staging buffers into a cached workspace; only the
+per-sequence fallback flags, n_sequences bytes, come to the host mid-call).
 
 Forward-backward (the same maths as the Numba and Cython kernels of :mod:`avicore.kernels.hmm`)
 ----------------------------------------------------------------------------------------------
@@ -26,7 +29,8 @@ Backward, with ``w_{t+1} = e_{t+1} * beta_{t+1} / c_{t+1}`` (0 where ``alpha_{t+
     beta_t = A w_{t+1},   gamma_t = alpha_t * beta_t,   sum_t xi_t = A ⊙ sum_t alpha_t w_{t+1}^T
 
 The posteriors overwrite the stored filter in place. The last sum is accumulated in a buffer private to each block
-(no atomics) and a second kernel adds the buffers in a fixed order, so results are bitwise reproducible.
+(in shared memory while ``K² + 2K + 2·threads`` doubles fit in 48 KiB, else in global memory; no atomics) and a
+second kernel adds the buffers in a fixed order, so results are bitwise reproducible.
 
 A sequence is redone by the log-space kernel (decided per sequence, on the device; the reference recursions of
 :mod:`avicore.kernels.hmm`) as soon as the scaled pass could lose accuracy: a state whose exact ``u`` is positive
@@ -49,11 +53,10 @@ import functools
 import math
 import os
 import warnings
-from types import SimpleNamespace
 
 import numpy as np
 
-from .. import _config
+from .. import _config, _device
 
 # Most blocks a launch uses (grid-stride beyond): an H200 holds 132 SMs x 32 resident blocks.
 _MAX_BLOCKS = 8192
@@ -61,6 +64,12 @@ _MAX_BLOCKS = 8192
 _COUNT_BUFFER_BYTES = 512 * 2**20
 # Dynamic shared memory one block may use without opting in (48 KiB).
 _SHARED_BYTES = 48 * 1024
+# Up to this many states the scaled forward-backward and Viterbi run one thread per sequence
+# (kernels/_hmm_cuda_small.py); above it, one block per sequence with threads over states. A tunable: the
+# crossover is measured by benchmarks/bench_gpu.py (it times both layouts).
+THREAD_LAYOUT_MAX_K = 16
+# Most threads a one-thread-per-sequence launch uses (grid-stride beyond): 132 SMs x 2048 resident threads.
+_MAX_THREADS = 1 << 18
 
 cuda = None  # numba.cuda, bound by _kernels() on first use (importing this module imports no Numba)
 
@@ -81,6 +90,18 @@ def _grid(n_items: int, per_block_bytes: int = 0) -> int:
     return max(1, min(n_items, limit))
 
 
+def _thread_grid(n_items: int, per_thread_bytes: int = 0) -> int:
+    """Threads for a one-thread-per-sequence launch, capped so the per-thread count columns stay small."""
+    limit = _MAX_THREADS
+    if per_thread_bytes:
+        limit = min(limit, max(1, _COUNT_BUFFER_BYTES // per_thread_bytes))
+    return max(1, min(n_items, limit))
+
+
+def _thread_layout(n_states: int) -> bool:
+    return n_states <= THREAD_LAYOUT_MAX_K
+
+
 def _check_shared(n_states: int, n_threads: int, n_vectors: int) -> int:
     nbytes = 8 * (n_vectors * n_states + 2 * n_threads + 2)
     if nbytes > _SHARED_BYTES:
@@ -99,6 +120,7 @@ def _kernels():
     multiply-add instead of ~3).
     """
     global cuda  # a module global: the CUDA simulator swaps it for its fake module while a kernel runs
+    _device.ensure_numpy_compat()
     from numba import cuda, float64
 
     from ._counter_rng import GAMMA, MIX_M1, MIX_M2
@@ -327,17 +349,23 @@ def _kernels():
 
     @cuda.jit
     def _fb_scaled_kernel(log_lik, trans, trans_t, start, check_reach, offsets, post, scale, shift, loglik, flags,
-                          counts, backward):
+                          counts, backward, shared_counts):
         # trans, trans_t: flat K*K; counts: flat (gridDim.x * K * K), this block's slice at blockIdx.x * K * K.
+        # shared_counts: the block accumulates its counts in shared memory (after the vectors, the reduction
+        # buffer and the flag: sh[2K + 2 n_threads + 2:]) and writes them to its slice once, at the end.
         K = log_lik.shape[1]
         Ku = np.uint64(K)
         n_threads = cuda.blockDim.x
         tid = cuda.threadIdx.x
         sh = cuda.shared.array(0, dtype=float64)
         counts_off = np.uint64(cuda.blockIdx.x) * Ku * Ku
+        acc_off = np.uint64(2 * K + 2 * n_threads + 2)
         if backward:
             for e in range(tid, K * K, n_threads):
-                counts[counts_off + np.uint64(e)] = 0.0
+                if shared_counts:
+                    sh[acc_off + np.uint64(e)] = 0.0
+                else:
+                    counts[counts_off + np.uint64(e)] = 0.0
         n_seq = offsets.shape[0] - 1
         for seq in range(cuda.blockIdx.x, n_seq, cuda.gridDim.x):
             begin = offsets[seq]
@@ -369,13 +397,20 @@ def _kernels():
                     a = post[row, i]
                     w = 0.0
                     if a > 0.0:
-                        b = _dot_column_outer(sh, np.uint64(cur * K), trans_t, np.uint64(i), Ku, counts, counts_off,
-                                              a)
+                        if shared_counts:
+                            b = _dot_column_outer(sh, np.uint64(cur * K), trans_t, np.uint64(i), Ku, sh, acc_off, a)
+                        else:
+                            b = _dot_column_outer(sh, np.uint64(cur * K), trans_t, np.uint64(i), Ku, counts,
+                                                  counts_off, a)
                         post[row, i] = a * b
                         w = math.exp(log_lik[row, i] - m) * b / c
                     sh[nxt * K + i] = w
                 cuda.syncthreads()
                 cur = nxt
+        if backward and shared_counts:
+            cuda.syncthreads()
+            for e in range(tid, K * K, n_threads):
+                counts[counts_off + np.uint64(e)] = sh[acc_off + np.uint64(e)]
 
     # ----- forward-backward in log space (sequences the scaled pass flagged) -----
 
@@ -497,8 +532,10 @@ def _kernels():
                 cur = nxt
 
     @cuda.jit
-    def _reduce_counts_kernel(trans, scaled_counts, n_scaled, log_counts, n_log, out):
-        # out[i, j] = trans[i, j] * sum_b scaled_counts[b, j, i] + sum_b log_counts[b, j, i], blocks b in order.
+    def _reduce_counts_kernel(trans, scaled_counts, n_scaled, row_scale, step, log_counts, n_log, out):
+        # out[i, j] = trans[i, j] * sum_b scaled_counts[e * row_scale + b * step] + sum_b log_counts[b, j, i] with
+        # e = j*K + i, partial buffers b in order: (row_scale, step) = (1, K*K) for the per-block buffers [b, j, i]
+        # of the block layout, (n_scaled, 1) for the per-thread columns [j, i, b] of kernels/_hmm_cuda_small.py.
         K = out.shape[0]
         idx = cuda.grid(1)
         if idx >= K * K:
@@ -506,11 +543,12 @@ def _kernels():
         j = idx // K
         i = idx - j * K
         KK = np.uint64(K * K)
-        e = np.uint64(idx)
+        e = np.uint64(idx) * np.uint64(row_scale)
+        stride = np.uint64(step)
         s = 0.0
         for _ in range(n_scaled):
             s += scaled_counts[e]
-            e += KK
+            e += stride
         total = 0.0
         t = trans[i * K + j]
         if t > 0.0:
@@ -657,7 +695,18 @@ def _kernels():
                     samples[s, row] = z
             item += cuda.gridsize(1)
 
+    @cuda.jit
+    def _initial_counts_kernel(post, offsets, out):
+        # out[k] = sum over sequences q, in order, of post[offsets[q], k].
+        k = cuda.grid(1)
+        if k < out.shape[0]:
+            s = 0.0
+            for q in range(offsets.shape[0] - 1):
+                s += post[offsets[q], k]
+            out[k] = s
+
     return {
+        "initial_counts": _initial_counts_kernel,
         "mix64": _mix64,
         "sample_uniform": _sample_uniform,
         "sample": _sample_kernel,
@@ -682,114 +731,15 @@ def _quiet():
         yield
 
 
-def _filter(kern: dict, log_lik: np.ndarray, log_transmat: np.ndarray, log_startprob: np.ndarray,
-            offsets: np.ndarray, backward: bool) -> SimpleNamespace:
-    """Upload the inputs, run the scaled pass, then the log-space pass on the sequences it flagged.
-
-    Leaves on the device: ``post`` (posteriors when ``backward``, else the forward filter: normalised for
-    sequences with ``flags == 0``, log alpha for the others), ``loglik`` and, with ``backward``, the per-block
-    transition-count buffers.
-    """
-    from .hmm import _prepare_model
-
-    T, K = log_lik.shape
-    n_seq = offsets.shape[0] - 1
-    n_threads = _block_threads(K)
-    shared = _check_shared(K, n_threads, 2)
-    md = _prepare_model(log_transmat, log_startprob, pad=1)
-    out = SimpleNamespace(
-        K=K, md=md, offsets=cuda.to_device(offsets), log_lik=cuda.to_device(log_lik),
-        trans=cuda.to_device(md["A"].ravel()), trans_t=cuda.to_device(md["At"].ravel()),
-        post=cuda.device_array((T, K), dtype=np.float64), loglik=cuda.device_array(n_seq, dtype=np.float64),
-        flags=cuda.device_array(n_seq, dtype=np.int8), n_scaled=0, n_log=0)
-    per_block = 8 * K * K if backward else 0
-    if md["all_log"]:
-        ids = np.arange(n_seq, dtype=np.int64)
-        out.flags.copy_to_device(np.ones(n_seq, dtype=np.int8))
-        out.scaled_counts = cuda.device_array(1, dtype=np.float64)
-    else:
-        out.n_scaled = _grid(n_seq, per_block)
-        out.scaled_counts = cuda.device_array(max(1, out.n_scaled * K * K) if backward else 1, dtype=np.float64)
-        with _quiet():
-            kern["fb_scaled"][out.n_scaled, n_threads, 0, shared](
-                out.log_lik, out.trans, out.trans_t, cuda.to_device(md["pi"]), md["check_reach"], out.offsets,
-                out.post, cuda.device_array(T, dtype=np.float64), cuda.device_array(T, dtype=np.float64), out.loglik,
-                out.flags, out.scaled_counts, backward)
-        ids = np.flatnonzero(out.flags.copy_to_host()).astype(np.int64)
-    out.log_trans_t = cuda.to_device(md["log_transmat_t"].ravel())
-    if ids.size:
-        out.n_log = _grid(ids.size, per_block)
-        out.log_counts = cuda.device_array(out.n_log * K * K if backward else 1, dtype=np.float64)
-        with _quiet():
-            kern["fb_log"][out.n_log, n_threads, 0, shared](
-                out.log_lik, cuda.to_device(log_transmat.ravel()), out.log_trans_t, cuda.to_device(log_startprob),
-                out.offsets, cuda.to_device(ids), out.post, out.loglik, out.log_counts, backward)
-    else:
-        out.log_counts = cuda.device_array(1, dtype=np.float64)
-    if not backward:
-        out.n_scaled = out.n_log = 0
-    return out
+# The host side (buffers, launches, layout choice) lives in _hmm_cuda_launch.py; its entry points are reachable here
+# too (for the dispatcher of kernels/hmm.py and the tests), loaded on first access: the two modules import each other.
+_LAUNCH_NAMES = frozenset({"_forward_backward_cuda", "_sample_posterior_cuda", "_viterbi_cuda",
+                           "forward_backward_device", "sample_posterior_device", "viterbi_device"})
 
 
-def _forward_backward_cuda(log_lik: np.ndarray, log_transmat: np.ndarray, log_startprob: np.ndarray,
-                           offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Forward-backward over a ragged batch on the GPU.
+def __getattr__(name: str):
+    if name in _LAUNCH_NAMES:
+        from . import _hmm_cuda_launch
 
-    Returns ``(log_likelihood (n_sequences,), posteriors (T, K), transition_counts (K, K), initial_counts (K,))``
-    as float64 host arrays; see the module docstring for the algorithm.
-    """
-    kern = _kernels()
-    K = log_lik.shape[1]
-    dev = _filter(kern, log_lik, log_transmat, log_startprob, offsets, backward=True)
-    d_counts = cuda.device_array((K, K), dtype=np.float64)
-    tpb = max(1, min(int(_config.CUDA_THREADS_PER_BLOCK), K * K))
-    with _quiet():
-        kern["reduce_counts"][-(-K * K // tpb), tpb](dev.trans, dev.scaled_counts, dev.n_scaled, dev.log_counts,
-                                                     dev.n_log, d_counts)
-    posteriors = dev.post.copy_to_host()
-    initial_counts = posteriors[offsets[:-1]].sum(axis=0)
-    return dev.loglik.copy_to_host(), posteriors, d_counts.copy_to_host(), initial_counts
-
-
-def _viterbi_cuda(log_lik: np.ndarray, log_transmat: np.ndarray, log_startprob: np.ndarray,
-                  offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Most probable state path of every sequence; ties go to the lowest state index.
-
-    Returns ``(log_prob (n_sequences,), states (T,) int64)``.
-    """
-    kern = _kernels()
-    T, K = log_lik.shape
-    n_seq = offsets.shape[0] - 1
-    n_threads = _block_threads(K)
-    shared = _check_shared(K, n_threads, 2)
-    d_log_prob = cuda.device_array(n_seq, dtype=np.float64)
-    d_states = cuda.device_array(T, dtype=np.int64)
-    args = (cuda.to_device(log_lik), cuda.to_device(log_transmat.ravel()), cuda.to_device(log_startprob),
-            cuda.to_device(offsets), cuda.device_array((T, K), dtype=np.int32), d_log_prob, d_states)
-    with _quiet():
-        kern["viterbi"][_grid(n_seq), n_threads, 0, shared](*args)
-    return d_log_prob.copy_to_host(), d_states.copy_to_host()
-
-
-def _sample_posterior_cuda(log_lik: np.ndarray, log_transmat: np.ndarray, log_startprob: np.ndarray,
-                           offsets: np.ndarray, n_samples: int, seed: int) -> np.ndarray:
-    """Exact posterior samples (forward filtering, backward sampling) with the counter-based uniforms.
-
-    Returns ``(n_samples, T)`` int64; ``-1`` throughout a sequence with no possible path. Sample ``s`` at row
-    ``t`` uses ``u[s, t]`` of :func:`avicore.kernels._counter_rng.hmm_sample_uniforms`, so the draws match the
-    other backends (barring a uniform within rounding of a CDF step).
-    """
-    from ._counter_rng import hmm_seed_key
-
-    kern = _kernels()
-    T, K = log_lik.shape
-    n_seq = offsets.shape[0] - 1
-    dev = _filter(kern, log_lik, log_transmat, log_startprob, offsets, backward=False)
-    d_samples = cuda.device_array((n_samples, T), dtype=np.int64)
-    n_items = n_samples * n_seq
-    tpb = max(1, int(_config.CUDA_THREADS_PER_BLOCK))
-    blocks = max(1, min(-(-n_items // tpb), 65535))
-    with _quiet():
-        kern["sample"][blocks, tpb](dev.post.reshape(T * K), dev.trans_t, dev.log_trans_t, K, dev.offsets, dev.flags,
-                                    dev.loglik, np.uint64(hmm_seed_key(seed)), d_samples)
-    return d_samples.copy_to_host()
+        return getattr(_hmm_cuda_launch, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,20 +5,26 @@ The per-point function is the very Python function that avicore/kernels/quadratu
 same operations. Each thread reads its point's (y, mean, var) — neighbouring threads read neighbouring addresses —
 and walks the K Gauss–Hermite nodes, which every thread of a warp reads at once (one broadcast load per node).
 The likelihood code is the same for every thread, so the branch on it never diverges.
+
+Device arrays in, device arrays out (:func:`expected_log_lik_device`, the Poisson ``log y!`` included); host arrays
+go up and down through :mod:`avicore._device`'s pinned staging buffers into its cached workspace.
 """
 
 from __future__ import annotations
 
+import math
 import types
+from typing import Any
 
 import numpy as np
-from numba import cuda
 
-from .. import _config
+from .. import _config, _device
 from . import quadrature as _k
 
+cuda = _device.cuda()  # a module global: the CUDA simulator swaps it while a kernel of this module runs
 
-def _device(fn: types.FunctionType, **bindings: object) -> object:
+
+def _device_fn(fn: types.FunctionType, **bindings: object) -> object:
     """Compile the plain function ``fn`` as a CUDA device function, with some of its global names rebound."""
     scope = dict(fn.__globals__)
     scope.update(bindings)
@@ -27,35 +33,50 @@ def _device(fn: types.FunctionType, **bindings: object) -> object:
 
 
 _probit_terms_dev = cuda.jit(device=True)(_k.probit_terms)
-_point_terms_dev = _device(_k.point_terms, _probit_terms_nb=_probit_terms_dev)
+_point_terms_dev = _device_fn(_k.point_terms, _probit_terms_nb=_probit_terms_dev)
 
 
 @cuda.jit
-def _expected_log_lik_kernel(code, params, y, mean, var, nodes, weights, value, grad_mean, grad_var):
+def _expected_log_lik_kernel(code, params, y, mean, var, nodes, weights, log_factorial, value, grad_mean,
+                             grad_var):
     n = cuda.grid(1)
     if n < y.shape[0]:
-        a0, a1, a2 = _point_terms_dev(code, params, y[n], mean[n], var[n], nodes, weights)
+        yn = y[n]
+        a0, a1, a2 = _point_terms_dev(code, params, yn, mean[n], var[n], nodes, weights)
+        if log_factorial:
+            a0 -= math.lgamma(yn + 1.0)
         value[n] = a0
         grad_mean[n] = a1
         grad_var[n] = a2
 
 
+def expected_log_lik_device(code: int, params: np.ndarray, y: Any, mean: Any, var: Any, nodes: np.ndarray,
+                            weights: np.ndarray, alloc: Any = _device.user_alloc, *,
+                            log_factorial: bool = True) -> tuple[Any, Any, Any]:
+    """(value, grad_mean, grad_var) of validated C-contiguous float64 (N,) device arrays, as ``alloc`` makes
+    them; ``log_factorial`` subtracts ``lgamma(y + 1)`` from the Poisson value on the device."""
+    n = int(y.shape[0])
+    ws = _device.workspace()
+    outs = [alloc(f"quad.{name}", (n,), np.float64) for name in ("value", "grad_mean", "grad_var")]
+    if n:
+        threads = max(1, int(_config.CUDA_THREADS_PER_BLOCK))
+        _expected_log_lik_kernel[-(-n // threads), threads](
+            int(code), ws.put("quad.params", np.asarray(params, dtype=np.float64)), y, mean, var,
+            ws.put("quad.nodes", nodes), ws.put("quad.weights", weights),
+            bool(log_factorial and code == _k.CODE_POISSON), outs[0][1], outs[1][1], outs[2][1])
+    return outs[0][0], outs[1][0], outs[2][0]
+
+
 def expected_log_lik_cuda(code: int, params: np.ndarray, y: np.ndarray, mean: np.ndarray, var: np.ndarray,
                           nodes: np.ndarray, weights: np.ndarray, value: np.ndarray, grad_mean: np.ndarray,
                           grad_var: np.ndarray) -> None:
-    """Fill the preallocated (N,) outputs on the GPU (validated, C-contiguous float64 input)."""
-    n = y.shape[0]
-    if n == 0:
+    """Fill the preallocated (N,) host outputs on the GPU (validated, C-contiguous float64 host input); the
+    dispatcher subtracts the Poisson ``log y!`` itself."""
+    if y.shape[0] == 0:
         return
-    threads = _config.CUDA_THREADS_PER_BLOCK
-    blocks = (n + threads - 1) // threads
-    d_value = cuda.device_array(n)
-    d_grad_mean = cuda.device_array(n)
-    d_grad_var = cuda.device_array(n)
-    _expected_log_lik_kernel[blocks, threads](
-        int(code), cuda.to_device(params), cuda.to_device(y), cuda.to_device(mean), cuda.to_device(var),
-        cuda.to_device(np.ascontiguousarray(nodes)), cuda.to_device(np.ascontiguousarray(weights)),
-        d_value, d_grad_mean, d_grad_var)
-    value[:] = d_value.copy_to_host()
-    grad_mean[:] = d_grad_mean.copy_to_host()
-    grad_var[:] = d_grad_var.copy_to_host()
+    d_y, d_mean, d_var = (_device.upload(a, f"quad.in.{name}") for a, name in ((y, "y"), (mean, "mean"),
+                                                                             (var, "var")))
+    outs = expected_log_lik_device(code, params, d_y, d_mean, d_var, np.ascontiguousarray(nodes),
+                                   np.ascontiguousarray(weights), _device.workspace_alloc, log_factorial=False)
+    for d_out, host in zip(outs, (value, grad_mean, grad_var)):
+        _device.staging().download(d_out, host)

@@ -2,6 +2,7 @@
 
 Without a GPU they run under Numba's CUDA simulator (tests/conftest.py sets NUMBA_ENABLE_CUDASIM=1), which runs
 every GPU thread in Python: problems stay tiny. What is checked here and not in tests/kernels/test_hmm.py:
+both layouts (one thread per sequence for few states, kernels/_hmm_cuda_small.py; one block per sequence),
 block sizes smaller than K (threads loop over states), grid-stride over more sequences than blocks, the per-sequence
 log-space fallback and its trigger, impossible sequences, reproducibility of the per-block count buffers, and the
 device copy of the counter-based RNG.
@@ -66,6 +67,16 @@ class LaunchSpy:
             return launch(*args)
 
         return run
+
+
+@pytest.fixture(autouse=True, params=["thread", "block"])
+def layout(request, monkeypatch):
+    """Every test runs with both layouts: one thread per sequence (few states) and one block per sequence."""
+    if request.param == "block":
+        monkeypatch.setattr(_hmm_cuda, "THREAD_LAYOUT_MAX_K", 0)
+    else:
+        monkeypatch.setattr(_hmm_cuda, "THREAD_LAYOUT_MAX_K", 64)
+    return request.param
 
 
 @pytest.fixture
@@ -133,8 +144,10 @@ def test_viterbi_breaks_ties_toward_the_lowest_state(block):
 
 @pytest.mark.parametrize("block", [2], indirect=True)
 def test_grid_stride_over_more_sequences_than_blocks(rng, block, monkeypatch):
-    # Two blocks for five sequences: each block runs several sequences and reuses its count buffer.
+    # Two blocks (threads, in the thread layout) for five sequences: each runs several sequences and reuses its
+    # count buffer.
     monkeypatch.setattr(_hmm_cuda, "_MAX_BLOCKS", 2)
+    monkeypatch.setattr(_hmm_cuda, "_MAX_THREADS", 2)
     problem = make_problem(rng, [3, 1, 2, 4, 2], 3)
     want = enumerate_paths(*problem)
     assert_fb_equal(_hmm_cuda._forward_backward_cuda(*problem), want[:4], **tol(np.float64))
@@ -332,3 +345,26 @@ def test_importing_the_module_imports_no_numba():
     code = ("import sys, avicore.kernels._hmm_cuda; "
             "assert not any(m == 'numba' or m.startswith('numba.') for m in sys.modules), 'numba imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("block", [2], indirect=True)
+@pytest.mark.parametrize("room", [96, 200], ids=["counts-in-global", "counts-in-shared"])
+def test_block_counts_in_shared_or_global_memory(rng, block, monkeypatch, room):
+    # K = 3, 2 threads: the vectors, reduction buffer and flag take 96 bytes; the 3x3 counts 72 more.
+    monkeypatch.setattr(_hmm_cuda, "THREAD_LAYOUT_MAX_K", 0)  # the block layout's count buffers
+    monkeypatch.setattr(_hmm_cuda, "_SHARED_BYTES", room)
+    table = _hmm_cuda._kernels()
+    seen = []
+    real = table["fb_scaled"]
+
+    class Spy:
+        def __getitem__(self, config):
+            def run(*args):
+                seen.append(args[-1])
+                return real[config](*args)
+            return run
+
+    monkeypatch.setitem(table, "fb_scaled", Spy())
+    problem = make_problem(rng, [2, 4], 3)
+    assert_fb_equal(_hmm_cuda._forward_backward_cuda(*problem), enumerate_paths(*problem)[:4], **tol(np.float64))
+    assert seen == [room >= 96 + 72]
