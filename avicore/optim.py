@@ -42,6 +42,8 @@ class ConvergenceWarning(UserWarning):
 
 #: A trend is significant when |slope| exceeds this many standard errors (two-sided, 8 degrees of freedom).
 TREND_T = 4.0
+#: A change of the ELBO over the trend's span below this many nats is never significant.
+TREND_FLOOR = 1e-3
 #: Blocks of the trend test.
 TREND_BLOCKS = 10
 #: The trend test needs at least this many values per block (so 2 · 10 · 5 = 100 recorded values).
@@ -77,8 +79,8 @@ class Trend:
     @property
     def significant(self) -> bool:
         """True when the ELBO still moves: |t| > :data:`TREND_T`, and the change over the span exceeds
-        1e-9·|level| (a practical floor: below it a change is rounding, not progress)."""
-        return abs(self.t) > TREND_T and abs(self.slope) * self.span > 1e-9 * max(1.0, abs(self.level))
+        :data:`TREND_FLOOR` nats and 1e-9·|level| (practical floors: below them a change is not progress)."""
+        return abs(self.t) > TREND_T and abs(self.slope) * self.span > max(TREND_FLOOR, 1e-9 * abs(self.level))
 
 
 def all_finite(*arrays: np.ndarray) -> bool:

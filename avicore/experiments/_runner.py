@@ -22,6 +22,7 @@ import math
 import platform
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,6 +185,8 @@ def run(name: str, *, quick: bool = False, seeds: int | None = None, out: str | 
         payload["figures"] = _figures(module, config, seeds, summary, out_dir, log)
     write_json(path, payload)
     log(module.table(summary))
+    for line in fit_warning_lines(seeds):
+        log(line)
     log(f"results written to {path}")
     return payload
 
@@ -193,12 +196,40 @@ def _without_seeds(config: dict) -> dict:
     return {k: v for k, v in config.items() if k != "seeds"}
 
 
+#: Warnings about the fits themselves, recorded in each seed's ``fit_warnings`` rather than printed.
+FIT_WARNINGS = ("ConvergenceWarning", "DivergenceWarning")
+
+
 def _run_one(module_name: str, config: dict, seed: int, progress: bool) -> dict:
-    """One seed's numbers with its wall time (also the worker-process entry point)."""
+    """One seed's numbers with its wall time (also the worker-process entry point).
+
+    A fit that did not converge or diverged warns (:class:`avicore.optim.ConvergenceWarning`,
+    :class:`~avicore.optim.DivergenceWarning`); those warnings are kept, in order, in the seed's ``fit_warnings``
+    (category and message), so results.json says which fits are not at their optimum. Other warnings pass through.
+    """
     module = _import(module_name)
     t_seed = time.perf_counter()
-    result = module.run_seed(config, seed, progress)
-    return {"seed": seed, "seconds": time.perf_counter() - t_seed, **result}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = module.run_seed(config, seed, progress)
+    kept = []
+    for w in caught:
+        if w.category.__name__ in FIT_WARNINGS:
+            kept.append({"category": w.category.__name__, "message": str(w.message)})
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    return {"seed": seed, "seconds": time.perf_counter() - t_seed, **result, "fit_warnings": kept}
+
+
+def fit_warning_lines(seeds: list[dict]) -> list[str]:
+    """One line per seed whose fits warned: how many did not converge / diverged (for the printed table)."""
+    lines = []
+    for s in seeds:
+        counts = {c: sum(w["category"] == c for w in s.get("fit_warnings", [])) for c in FIT_WARNINGS}
+        if any(counts.values()):
+            lines.append(f"seed {s['seed']}: {counts['ConvergenceWarning']} fit warning(s) of non-convergence, "
+                         f"{counts['DivergenceWarning']} of divergence (messages in results.json, 'fit_warnings')")
+    return lines
 
 
 def _init_worker(threads: int) -> None:
