@@ -143,9 +143,32 @@ class VIResult:
                 f"n_iter={self.n_iter}, converged={self.converged}, seconds={self.seconds:.3g})")
 
     @property
+    def exact_elbo(self) -> float | None:
+        """The ELBO of this q in closed form, where the model has one (``model.exact_elbo``, e.g. the linear
+        hierarchical model; ``model.elbo`` of the linear-Gaussian state-space models such as the random walk);
+        else None. No Monte-Carlo error."""
+        return _exact_elbo(self.model, self.x, self)
+
+    @property
     def kl(self) -> float | None:
-        """KL(q ‖ p(θ, z | x)) = log p(x) − ELBO when the exact evidence is known, else None."""
-        return None if self.log_evidence is None else self.log_evidence - self.elbo
+        """KL(q ‖ p(θ, z | x)) = log p(x) − ELBO(q), or None without an exact log p(x) (or with a point-mass q(θ),
+        whose ELBO bounds log p(x, θ̂) instead).
+
+        Exact (``kl_se == 0``) when the model also gives the ELBO of q in closed form (:attr:`exact_elbo`);
+        otherwise an estimate with the Monte-Carlo ``elbo``, whose standard error is ``kl_se`` (= ``elbo_se``):
+        it may then be negative, but only by a few ``kl_se``.
+        """
+        if self.log_evidence is None or np.any(self.global_sd == 0.0):
+            return None
+        exact = self.exact_elbo
+        return self.log_evidence - (self.elbo if exact is None else exact)
+
+    @property
+    def kl_se(self) -> float | None:
+        """Standard error of :attr:`kl`: 0 when it is exact, ``elbo_se`` when it uses the Monte-Carlo ELBO."""
+        if self.kl is None:
+            return None
+        return 0.0 if self.exact_elbo is not None else self.elbo_se
 
     def encode(self, x_new: object) -> tuple[np.ndarray, np.ndarray]:
         """Apply the fitted encoder to new observations, without refitting (A-VI only).
@@ -418,6 +441,20 @@ class _Engine:
     # -- defaults of the hooks ---------------------------------------------------------------------------------
     def _encoder_params(self) -> np.ndarray | None:
         return None
+
+
+def _exact_elbo(model: LatentVariableModel, x: np.ndarray, q: VIResult) -> float | None:
+    """The closed-form ELBO of a fitted Gaussian mean-field q where the model provides one, else None."""
+    from .models.state_space import LinearGaussianSSM
+
+    if np.any(q.global_sd == 0.0):  # a point-mass q(θ) has no closed-form ELBO of log p(x)
+        return None
+    fn = getattr(model, "exact_elbo", None)
+    if fn is not None:
+        return float(fn(x, q.local_mean, q.local_sd, q.global_mean, q.global_sd))
+    if isinstance(model, LinearGaussianSSM):
+        return float(model.elbo(x, q.local_mean, q.local_sd))
+    return None
 
 
 def _log_evidence(model: LatentVariableModel, x: np.ndarray) -> float | None:
