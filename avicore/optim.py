@@ -42,8 +42,9 @@ class ConvergenceWarning(UserWarning):
 
 #: A trend is significant when |slope| exceeds this many standard errors (two-sided, 8 degrees of freedom).
 TREND_T = 4.0
-#: A change of the ELBO over the trend's span below this many nats is never significant.
-TREND_FLOOR = 1e-3
+#: A change of the ELBO over the trend's span below this many nats (or 1e-7·|ELBO|) is never significant: a fit
+#: that still gains less than a tenth of a nat over the last half of its iterations has nothing useful left to gain.
+TREND_FLOOR = 0.1
 #: Blocks of the trend test.
 TREND_BLOCKS = 10
 #: The trend test needs at least this many values per block (so 2 · 10 · 5 = 100 recorded values).
@@ -79,8 +80,8 @@ class Trend:
     @property
     def significant(self) -> bool:
         """True when the ELBO still moves: |t| > :data:`TREND_T`, and the change over the span exceeds
-        :data:`TREND_FLOOR` nats and 1e-9·|level| (practical floors: below them a change is not progress)."""
-        return abs(self.t) > TREND_T and abs(self.slope) * self.span > max(TREND_FLOOR, 1e-9 * abs(self.level))
+        :data:`TREND_FLOOR` nats and 1e-7·|level| (practical floors: below them a change is not progress)."""
+        return abs(self.t) > TREND_T and abs(self.slope) * self.span > max(TREND_FLOOR, 1e-7 * abs(self.level))
 
 
 def all_finite(*arrays: np.ndarray) -> bool:
