@@ -76,6 +76,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-obs", dest="n_obs", type=int, default=None, help="observations per data set")
 
 
+def check_config(config: dict) -> None:
+    """``tol`` >= 0 (0: no early stop) and ``n_obs`` >= 2, checked before any fit starts."""
+    from .._validate import check_int, check_scalar
+
+    check_scalar(config["tol"], "tol", non_negative=True)
+    check_int(config["n_obs"], "n_obs", minimum=2)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Closed forms
 # ---------------------------------------------------------------------------------------------------------------
