@@ -130,10 +130,7 @@ def test_encoder_on_the_observation_alone_leaves_a_gap_that_width_does_not_shrin
     y = model.simulate(seed=0).x
     lr = exponential_decay(cfg["lr"], cfg["lr_final"], 1000)
     fvi = avicore.FVI(model, n_samples=1, elbo_samples=2, backend="numpy").fit(y, n_iter=1000, lr=lr, seed=0)
-    # The A-VI fits end still creeping up (~1e-4 nats an iteration, so converged=False and a ConvergenceWarning):
-    # far too little to move a gap of > 5 nats, which is what this test is about.
-    with pytest.warns(avicore.optim.ConvergenceWarning, match="A-VI fit ended .* still rising"):
-        gaps = [fvi.elbo - avicore.AVI(model, MLP(k), n_samples=1, elbo_samples=2, backend="numpy").fit(
-            y, n_iter=1000, lr=lr, seed=0).elbo for k in (4, 64)]
+    gaps = [fvi.elbo - avicore.AVI(model, MLP(k), n_samples=1, elbo_samples=2, backend="numpy").fit(
+        y, n_iter=1000, lr=lr, seed=0).elbo for k in (4, 64)]
     assert min(gaps) > 5.0
     assert abs(gaps[1] - gaps[0]) < 0.1 * gaps[0]
