@@ -85,6 +85,7 @@ class FitHealth:
         self._recent: deque[float] = deque(maxlen=LEVEL_WINDOW)
         self._best_level = -math.inf
         self._best_level_index = -1
+        self._level = -math.inf
 
     def record(self, value: float) -> bool:
         """Record one finite estimate; True when the ``tol`` test passes."""
@@ -92,7 +93,7 @@ class FitHealth:
         if self.is_best:
             self.best_value, self.best_index = value, self.monitor.count
         self._recent.append(value)
-        level = _median(self._recent)
+        self._level = level = _median(self._recent)
         if level > self._best_level:
             self._best_level, self._best_level_index = level, self.monitor.count
         return self.monitor.record(value)
@@ -110,7 +111,7 @@ class FitHealth:
         """A message when the running level fell far below its best (see the module's criterion), else None."""
         if len(self._recent) < MIN_LEVEL:
             return None
-        level = _median(self._recent)
+        level = self._level
         drop = self._best_level - level
         if not drop > REL_DROP * max(abs(self._best_level), 1.0):  # cheap test first; σ only when needed
             return None
@@ -126,6 +127,11 @@ class FitHealth:
                local_log_sd_max: float, lr: str) -> str | None:
         """A message when a scale parameter left what float64 can use, else None (point masses, log sd = −inf
         for the global, are skipped)."""
+        if global_log_sd.size:
+            g_lo, g_hi = float(global_log_sd.min()), float(global_log_sd.max())
+            usable = g_lo >= _LOG_EPS + math.log(max(1.0, float(np.abs(global_mean).max()))) and g_hi <= _LOG_MAX_SD
+            if usable or g_hi == -math.inf:  # the fast path: every sd usable, or all point masses
+                global_log_sd = global_log_sd[:0]
         spread = global_log_sd != -np.inf
         if spread.any():
             ls, mu = global_log_sd[spread], global_mean[spread]
