@@ -562,7 +562,16 @@ class FVI(_Engine):
         Warns
         -----
         DivergenceWarning
-            When a non-finite ELBO or gradient stops the fit (the last finite state is returned).
+            When the fit runs away and is stopped (``stop_reason="diverged"``, ``converged=False``): a non-finite
+            ELBO estimate, gradient or parameter; the running ELBO (median of the last 9 estimates) falling below
+            its best by more than max(20 σ, |best|), σ the per-iteration Monte-Carlo noise measured before the best;
+            or a scale leaving what float64 can use (a global sd below ε·max(|mean|, 1), a local sd below ε, any
+            sd above 1e150). The message names the iteration, the drop and the likely cause (the learning rate);
+            the state with the best ELBO estimate seen is returned (``state_iteration`` says which).
+            See :mod:`avicore._fit_health`.
+        ConvergenceWarning
+            When the fit ends (``"n_iter"`` or ``"callback"``) while the ELBO still moves by more than its noise
+            over the last half of the trace (``converged=False``); the message gives the change per iteration.
         """
         return self._fit(x, n_iter, lr, seed, tol, progress, tol_window, fix_global, callback)
 
