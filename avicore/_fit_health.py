@@ -107,7 +107,7 @@ class FitHealth:
         d = np.diff(values)
         return float(1.4826 * np.median(np.abs(d - np.median(d))) / math.sqrt(2.0))
 
-    def runaway(self, lr: str) -> str | None:
+    def runaway(self) -> str | None:
         """A message when the running level fell far below its best (see the module's criterion), else None."""
         if len(self._recent) < MIN_LEVEL:
             return None
@@ -120,11 +120,10 @@ class FitHealth:
             return None
         return (f"the running ELBO (median of the last {len(self._recent)} estimates) fell to {level:.6g}, "
                 f"{drop:.4g} nats below its best {self._best_level:.6g} (iteration {self._best_level_index}), "
-                f"far beyond its Monte-Carlo noise ({sigma:.3g} a step). Likely cause: the learning rate ({lr}) "
-                f"is too large for this model; try a smaller lr or a decaying schedule")
+                f"far beyond its Monte-Carlo noise ({sigma:.3g} a step)")
 
     def scales(self, global_mean: np.ndarray, global_log_sd: np.ndarray, local_log_sd_min: float,
-               local_log_sd_max: float, lr: str) -> str | None:
+               local_log_sd_max: float) -> str | None:
         """A message when a scale parameter left what float64 can use, else None (point masses, log sd = −inf
         for the global, are skipped)."""
         if global_log_sd.size:
@@ -140,30 +139,29 @@ class FitHealth:
             if low.any() or (ls > _LOG_MAX_SD).any():
                 j = int(np.flatnonzero(low)[0] if low.any() else np.flatnonzero(ls > _LOG_MAX_SD)[0])
                 what = "collapsed below float64's resolution of its mean" if low.any() else f"exploded past {MAX_SD:g}"
-                return (f"the sd of q(θ) coordinate {j} {what} (sd {math.exp(ls[j]):.3g}, mean {mu[j]:.3g}). "
-                        f"Likely cause: the learning rate ({lr}) is too large for this model; try a smaller lr")
+                return f"the sd of q(θ) coordinate {j} {what} (sd {math.exp(ls[j]):.3g}, mean {mu[j]:.3g})"
         if local_log_sd_min < _LOG_EPS or local_log_sd_max > _LOG_MAX_SD:
             low = local_log_sd_min < _LOG_EPS
             value = math.exp(local_log_sd_min if low else local_log_sd_max)
             what = f"collapsed below {_EPS:.3g}" if low else f"exploded past {MAX_SD:g}"
-            return (f"a local sd of q(zₙ) {what} (sd {value:.3g}). Likely cause: the learning rate ({lr}) is too "
-                    f"large for this model; try a smaller lr")
+            return f"a local sd of q(zₙ) {what} (sd {value:.3g})"
         return None
 
-    def nonfinite(self, lr: str) -> str:
-        """The message for a non-finite ELBO estimate, gradient or parameter."""
-        return (f"the ELBO estimate or its gradient is not finite. Likely cause: the learning rate ({lr}) is too "
-                f"large for this model (try a smaller lr)")
+    #: The cause named for a non-finite ELBO estimate, gradient or parameter.
+    NONFINITE = "the ELBO estimate, its gradient or a parameter is not finite"
 
-    def diverged_message(self, cause: str) -> str:
-        """The full :class:`~avicore.optim.DivergenceWarning` text for a fit stopped at the current iteration."""
+    def diverged_message(self, cause: str, lr: str) -> str:
+        """The full :class:`~avicore.optim.DivergenceWarning` text for a fit stopped at the current iteration:
+        the cause, the likely culprit (the learning rate ``lr``, as :func:`lr_text` names it) and what is kept."""
         done = self.monitor.count
         if self.best_index < 0:
             kept = "returning the initial state"
         else:
             kept = (f"returning the best state seen, after {self.best_index} iteration(s) (its ELBO estimate "
                     f"{self.best_value:.6g})")
-        return f"{self.method} fit diverged at iteration {done + 1}: {cause}; {kept}, converged=False."
+        return (f"{self.method} fit diverged at iteration {done + 1}: {cause}. Likely cause: the learning rate ({lr}) "
+                f"is too large for this model; try a smaller lr or a decaying schedule. {kept[0].upper()}{kept[1:]}, "
+                f"converged=False.")
 
     def verdict(self, stop_reason: str) -> tuple[bool, str | None]:
         """(converged, warning text or None) for a fit that ended with ``stop_reason``.

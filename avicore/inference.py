@@ -364,7 +364,7 @@ class _Engine:
                     log_prior, grad_prior = model.log_prior_global(theta)
                     log_joint, grad_global, sum_log_scale, grads = self._local_pass(rows, theta, key, t, scale)
                 except _Diverged:
-                    stop_reason, cause = "diverged", health.nonfinite(lr_text(lr, lr_t))
+                    stop_reason, cause = "diverged", health.NONFINITE
                     break
                 elbo = float(np.mean(log_prior + scale * log_joint)) + scale * sum_log_scale + const_local
                 g_theta = grad_prior + scale * grad_global
@@ -376,9 +376,9 @@ class _Engine:
                 if self.fixed_global:
                     g_glob[:] = 0.0
                 if not (math.isfinite(elbo) and all_finite(g_glob)):
-                    stop_reason, cause = "diverged", health.nonfinite(lr_text(lr, lr_t))
+                    stop_reason, cause = "diverged", health.NONFINITE
                     break
-                cause = health.scales(mu, log_sd, *self._local_log_sd_range(), lr_text(lr, lr_t)) or ""
+                cause = health.scales(mu, log_sd, *self._local_log_sd_range()) or ""
                 if cause:
                     stop_reason = "diverged"
                     break
@@ -386,13 +386,13 @@ class _Engine:
                 converged = health.record(elbo)
                 if health.is_best:
                     self._keep_best()  # this state (before the update) has the best estimate so far
-                cause = health.runaway(lr_text(lr, lr_t)) or ""
+                cause = health.runaway() or ""
                 if cause:
                     stop_reason = "diverged"
                     break
                 if not self._apply(g_glob, grads, rows, lr_t):
                     # A non-finite gradient (found in the update pass): its output is discarded below.
-                    stop_reason, cause = "diverged", health.nonfinite(lr_text(lr, lr_t))
+                    stop_reason, cause = "diverged", health.NONFINITE
                     break
                 bar.update(t + 1, monitor.running_mean())
                 if converged:
@@ -406,7 +406,7 @@ class _Engine:
         bar.close(done, monitor.running_mean(), stop_reason)
         state_iteration = done
         if stop_reason == "diverged":
-            warnings.warn(health.diverged_message(cause), DivergenceWarning, stacklevel=3)
+            warnings.warn(health.diverged_message(cause, lr_text(lr, lr_t)), DivergenceWarning, stacklevel=3)
             if health.best_index >= 0:  # else nothing was applied: the state is the initial one
                 self._restore_best()
                 state_iteration = health.best_index

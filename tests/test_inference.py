@@ -353,7 +353,7 @@ def test_divergence_stops_warns_and_keeps_the_best_finite_state(small_linear, en
     else:
         eng = FVI(model, n_samples=2, elbo_samples=4, batch_size=5 if "minibatch" in engine else None)
     with pytest.warns(DivergenceWarning, match=r"fit diverged at iteration \d+: .*Likely cause: the learning rate "
-                                               r"\(lr=1e\+200\) is too large.*returning the best state seen, after "
+                                               r"\(lr=1e\+200\) is too large.*Returning the best state seen, after "
                                                r"0 iteration\(s\)"):
         res = eng.fit(x, n_iter=500, lr=1e200, seed=0)  # Adam moves each parameter by ~lr a step
     assert not res.converged and res.stop_reason == "diverged" and res.n_iter < 500 and res.state_iteration == 0
