@@ -119,8 +119,9 @@ class FitHealth:
         if not drop > NOISE_Z * sigma:
             return None
         return (f"the running ELBO (median of the last {len(self._recent)} estimates) fell to {level:.6g}, "
-                f"{drop:.4g} nats below its best {self._best_level:.6g} (iteration {self._best_level_index}), "
-                f"far beyond its Monte-Carlo noise ({sigma:.3g} a step)")
+                f"{drop:.4g} nats below its best {self._best_level:.6g} (iteration {self._best_level_index}) "
+                + (f"far beyond its Monte-Carlo noise ({sigma:.3g} a step)" if sigma > 0 else
+                   "(too few estimates yet to measure their noise)"))
 
     def scales(self, global_mean: np.ndarray, global_log_sd: np.ndarray, local_log_sd_min: float,
                local_log_sd_max: float) -> str | None:
@@ -150,10 +151,14 @@ class FitHealth:
     #: The cause named for a non-finite ELBO estimate, gradient or parameter.
     NONFINITE = "the ELBO estimate, its gradient or a parameter is not finite"
 
-    def diverged_message(self, cause: str, lr: str) -> str:
+    def diverged_message(self, cause: str, lr: str, current: float | None = None) -> str:
         """The full :class:`~avicore.optim.DivergenceWarning` text for a fit stopped at the current iteration:
-        the cause, the likely culprit (the learning rate ``lr``, as :func:`lr_text` names it) and what is kept."""
+        the cause, the ELBO drop (``current``: the estimate of the state that was refused, when finite), the likely
+        culprit (the learning rate ``lr``, as :func:`lr_text` names it) and what is kept."""
         done = self.monitor.count
+        if current is not None and math.isfinite(current) and self.best_index >= 0:
+            cause += (f"; its ELBO estimate {current:.6g} is {self.best_value - current:.4g} nats below the best, "
+                      f"{self.best_value:.6g}")
         if self.best_index < 0:
             kept = "returning the initial state"
         else:

@@ -346,6 +346,7 @@ class _Engine:
         const_global = _HALF_LOG_2PI_E * d_theta
         stop_reason = "n_iter"
         cause = ""
+        refused = math.nan  # the ELBO estimate of a state refused for its scales (not recorded)
         lr_t = self.lr
         t0 = time.perf_counter()
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
@@ -380,7 +381,7 @@ class _Engine:
                     break
                 cause = health.scales(mu, log_sd, *self._local_log_sd_range()) or ""
                 if cause:
-                    stop_reason = "diverged"
+                    stop_reason, refused = "diverged", elbo
                     break
                 times[t] = time.perf_counter() - t0
                 converged = health.record(elbo)
@@ -406,7 +407,7 @@ class _Engine:
         bar.close(done, monitor.running_mean(), stop_reason)
         state_iteration = done
         if stop_reason == "diverged":
-            warnings.warn(health.diverged_message(cause, lr_text(lr, lr_t)), DivergenceWarning, stacklevel=3)
+            warnings.warn(health.diverged_message(cause, lr_text(lr, lr_t), refused), DivergenceWarning, stacklevel=3)
             if health.best_index >= 0:  # else nothing was applied: the state is the initial one
                 self._restore_best()
                 state_iteration = health.best_index
