@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="output directory (default experiments-out/NAME[-quick]); one holding another "
                              "experiment's or configuration's results is refused unless --overwrite")
     parser.add_argument("--overwrite", action="store_true",
-                        help="move a previous, different run in --out aside (renamed OUT.replaced-TIME) and start "
-                             "afresh")
+                        help="move a previous run in --out aside (renamed OUT.replaced-TIME) and start afresh "
+                             "(without it, a different run there is refused and the same one is resumed)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--no-figures", action="store_true", help="numbers only, no PNG figures")
     parser.add_argument("--jobs", type=_positive_int, default=None,

@@ -120,7 +120,8 @@ def prepare(name: str, *, quick: bool = False, seeds: int | None = None, out: st
     The folder ``out`` may be new, empty of results, or hold a ``results.json`` of the *same* experiment and
     configuration (any seed count: the run resumes from its seeds). A folder holding another experiment's or
     another configuration's results (or an unreadable results.json) is refused with a message that says what is
-    there, unless ``overwrite`` — then :func:`execute` moves the old folder aside (renamed, never deleted).
+    there, unless ``overwrite`` — then :func:`execute` moves the old folder aside (renamed, never deleted) and
+    starts afresh (also when the old run has the same configuration: ``overwrite`` never resumes).
     """
     from .. import _validate
 
@@ -156,7 +157,7 @@ def prepare(name: str, *, quick: bool = False, seeds: int | None = None, out: st
             raise ValueError(f"out must be a new folder or one holding this run's results; {out_dir} holds {what}. "
                              f"Choose another --out, or pass --overwrite (overwrite=True) to move the old run "
                              f"aside to {_aside_name(out_dir)}.")
-        if what is None:
+        if what is None and not overwrite:
             resumed = [s for s in previous.get("seeds", []) if s.get("seed", n_seeds) < n_seeds]
     return Plan(experiment=experiment, module=module, quick=quick, config=config, out_dir=out_dir, resumed=resumed,
                 jobs=n_jobs, overwrite=overwrite)
@@ -226,8 +227,8 @@ def run(name: str, *, quick: bool = False, seeds: int | None = None, out: str | 
     log : callable
         Receives the progress lines and the final table (default ``print``).
     overwrite : bool
-        When ``out`` holds another experiment's or configuration's results, move that folder aside (to
-        ``<out>.replaced-<time>``) instead of refusing.
+        When ``out`` holds results (another experiment's or configuration's, or this one's), move that folder aside
+        (to ``<out>.replaced-<time>``) and start afresh, instead of refusing or resuming.
 
     Returns
     -------
@@ -250,7 +251,7 @@ def execute(plan: Plan, *, progress: bool = True, figures: bool = True,
     name, module, config, out_dir = plan.experiment.name, plan.module, plan.config, plan.out_dir
     n_seeds = config["seeds"]
     path = out_dir / RESULTS_FILE
-    if plan.overwrite and path.exists() and not plan.resumed and _replaced(path, name, config):
+    if plan.overwrite and path.exists():
         aside = _aside_name(out_dir)
         out_dir.rename(aside)
         log(f"moved the previous run in {out_dir} aside to {aside}")
@@ -294,15 +295,6 @@ def execute(plan: Plan, *, progress: bool = True, figures: bool = True,
         log(line)
     log(f"results written to {path}")
     return payload
-
-
-def _replaced(path: Path, name: str, config: dict) -> bool:
-    """Whether the results.json at ``path`` is another run's (or unreadable): what ``overwrite`` moves aside."""
-    try:
-        previous = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return True
-    return not isinstance(previous, dict) or _describe_previous(previous, name, config) is not None
 
 
 def _without_seeds(config: dict) -> dict:
