@@ -178,8 +178,13 @@ def _describe_previous(previous: dict, name: str, config: dict) -> str | None:
 
 
 def _aside_name(out_dir: Path) -> Path:
-    """Where an overwritten run goes: ``<out>.replaced-<UTC time>`` beside it."""
-    return out_dir.with_name(f"{out_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
+    """Where an overwritten run goes: ``<out>.replaced-<UTC time>`` beside it (``-2``, ``-3`` … if taken)."""
+    base = out_dir.with_name(f"{out_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
+    aside, k = base, 1
+    while aside.exists():
+        k += 1
+        aside = base.with_name(f"{base.name}-{k}")
+    return aside
 
 
 def _check_writable(out_dir: Path) -> None:
