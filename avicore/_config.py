@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 
 # fastmath without "nnan"/"ninf": log-space code relies on -inf and NaN checks.
 FASTMATH_FLAGS = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
@@ -21,16 +22,36 @@ CUDA_AUTO_MIN_SIZE = 200_000
 _ENV_THREADS = "AVICORE_NUM_THREADS"
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one, else ``os.cpu_count()``)."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+_warned_counts: set[int] = set()
+
+
+def _warn_if_oversubscribed(n: int, source: str) -> None:
+    """Warn once per count when ``n`` threads exceed the CPUs available (the threads would share cores, and every
+    parallel step would wait for a descheduled one)."""
+    cpus = available_cpus()
+    if n > cpus and n not in _warned_counts:
+        _warned_counts.add(n)
+        warnings.warn(f"{source} asks for {n} threads but this process may use {cpus} CPU(s): the extra threads "
+                      f"share cores and slow avicore's parallel kernels; use at most {cpus}.", RuntimeWarning,
+                      stacklevel=4)
+
+
 def _default_num_threads() -> int:
     value = os.environ.get(_ENV_THREADS)
     if value is None or value.strip() == "":
-        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        return available_cpus()
     try:
         n = int(value)
     except ValueError:
         raise ValueError(f"{_ENV_THREADS} must be a positive integer; got {value!r}.") from None
     if n < 1:
         raise ValueError(f"{_ENV_THREADS} must be a positive integer; got {value!r}.")
+    _warn_if_oversubscribed(n, f"{_ENV_THREADS}={value.strip()}")
     return n
 
 
@@ -40,7 +61,8 @@ _num_threads: int | None = None
 def get_num_threads() -> int:
     """Number of CPU threads avicore's Cython and Numba kernels use.
 
-    Defaults to the ``AVICORE_NUM_THREADS`` environment variable, else to the CPUs this process may run on.
+    Defaults to the ``AVICORE_NUM_THREADS`` environment variable, else to the CPUs this process may run on. A count
+    above the CPUs available warns (once per count).
     """
     global _num_threads
     if _num_threads is None:
@@ -61,6 +83,11 @@ def set_num_threads(n: int) -> None:
     ValueError
         If ``n`` is not a positive integer.
 
+    Warns
+    -----
+    RuntimeWarning
+        Once per count, when ``n`` exceeds the CPUs this process may use.
+
     Examples
     --------
     >>> import avicore
@@ -71,6 +98,7 @@ def set_num_threads(n: int) -> None:
     global _num_threads
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer; got {n!r}.")
+    _warn_if_oversubscribed(n, f"set_num_threads({n})")
     _num_threads = n
 
 

@@ -142,37 +142,67 @@ def check_lengths(lengths: object, n_samples: int, name: str = "lengths") -> np.
     return offsets
 
 
-def check_log_prob_vector(v: object, name: str, *, size: int | None = None, atol: float = 1e-8,
-                          dtype: object = np.float64) -> np.ndarray:
-    """A 1-D log-probability vector: finite or ``-inf`` entries, ``exp`` summing to 1 within ``atol``."""
-    arr = as_float_array(v, name, shape=(size,), dtype=dtype, allow_neg_inf=True)
+def _input_eps(x: object) -> float:
+    """Machine epsilon of the precision ``x`` arrives in: float32 (or float16) input is checked at its own
+    precision; anything else (float64, ints, lists) at float64's."""
+    dt = getattr(x, "dtype", None)
+    if dt is not None and np.dtype(dt).kind == "f" and np.dtype(dt).itemsize < 8:
+        return float(np.finfo(dt).eps)
+    return 0.0
+
+
+def _sum_tolerance(atol: float | None, eps: float, n: int) -> float:
+    """``atol`` if given; else 1e-8 for float64 input, and 4·n·eps (a sum of n rounded entries) for float32."""
+    if atol is not None:
+        return atol
+    return max(1e-8, 4.0 * max(n, 1) * eps)
+
+
+def _check_log_probs(arr: np.ndarray, name: str, eps: float, atol: float | None, vector: bool) -> np.ndarray:
+    """Entries ≤ 0 (up to the input's rounding), ``exp`` of each row (or of the vector) summing to 1 within the
+    tolerance; input of lower precision is then renormalised in float64 (so its rows sum to 1 to float64's)."""
     if arr.size == 0:
         raise ValueError(f"{name} must hold at least one entry; got shape {arr.shape}.")
-    if (arr > 1e-12).any():
+    high = max(1e-12, 4.0 * eps)
+    if (arr > high).any():
         raise ValueError(f"{name} must be log-probabilities (<= 0); got max {float(arr.max())!r}.")
-    total = float(np.exp(arr.astype(np.float64)).sum())
-    if abs(total - 1.0) > atol:
-        raise ValueError(f"exp({name}) must sum to 1 within {atol:g}; got sum {total!r}.")
+    rows = arr.reshape(1, -1) if vector else arr
+    tol = _sum_tolerance(atol, eps, rows.shape[1])
+    sums = np.exp(rows.astype(np.float64)).sum(axis=1)
+    bad = np.abs(sums - 1.0) > tol
+    if bad.any():
+        i = int(np.argmax(bad))
+        where = "" if vector else "each row of "
+        what = f"sum {float(sums[i])!r}" if vector else f"row {i} summing to {float(sums[i])!r}"
+        precision = " (float32 input: tolerance scaled to its precision)" if eps and atol is None else ""
+        raise ValueError(f"{where}exp({name}) must sum to 1 within {tol:g}{precision}; got {what}.")
+    if eps:  # renormalise lower-precision input in float64
+        fixed = rows.astype(np.float64) - np.log(sums)[:, None]
+        arr = np.ascontiguousarray(fixed.reshape(arr.shape).astype(arr.dtype, copy=False))
     return arr
 
 
-def check_log_stochastic_matrix(m: object, name: str, *, size: int | None = None, atol: float = 1e-8,
+def check_log_prob_vector(v: object, name: str, *, size: int | None = None, atol: float | None = None,
+                          dtype: object = np.float64) -> np.ndarray:
+    """A 1-D log-probability vector: finite or ``-inf`` entries, ``exp`` summing to 1 within ``atol``.
+
+    The default tolerance fits the input's precision: 1e-8 for float64, 4·n·ε₃₂ for float32 input, which is then
+    renormalised in float64.
+    """
+    arr = as_float_array(v, name, shape=(size,), dtype=dtype, allow_neg_inf=True)
+    return _check_log_probs(arr, name, _input_eps(v), atol, vector=True)
+
+
+def check_log_stochastic_matrix(m: object, name: str, *, size: int | None = None, atol: float | None = None,
                                 dtype: object = np.float64) -> np.ndarray:
-    """A square matrix of log-probabilities whose ``exp`` rows each sum to 1 within ``atol``."""
+    """A square matrix of log-probabilities whose ``exp`` rows each sum to 1 within ``atol`` (default: fitted to
+    the input's precision, as :func:`check_log_prob_vector`)."""
     arr = as_float_array(m, name, shape=(size, size), dtype=dtype, allow_neg_inf=True)
     if arr.shape[0] != arr.shape[1]:
         raise ValueError(f"{name} must be a square matrix; got shape {arr.shape}.")
     if arr.size == 0:
         raise ValueError(f"{name} must hold at least one state; got shape {arr.shape}.")
-    if (arr > 1e-12).any():
-        raise ValueError(f"{name} must be log-probabilities (<= 0); got max {float(arr.max())!r}.")
-    sums = np.exp(arr.astype(np.float64)).sum(axis=1)
-    bad = np.abs(sums - 1.0) > atol
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"each row of exp({name}) must sum to 1 within {atol:g}; got row {i} summing to "
-                         f"{float(sums[i])!r}.")
-    return arr
+    return _check_log_probs(arr, name, _input_eps(m), atol, vector=False)
 
 
 def check_int(value: object, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
@@ -262,20 +292,11 @@ def check_spd_matrix(m: object, name: str, *, size: int | None = None, rtol: flo
     return sym
 
 
-def check_log_prob_rows(m: object, name: str, *, n_rows: int | None = None, atol: float = 1e-8) -> np.ndarray:
-    """A 2-D array of log-probabilities (finite or ``-inf``), ``exp`` of each row summing to 1 within ``atol``."""
+def check_log_prob_rows(m: object, name: str, *, n_rows: int | None = None, atol: float | None = None) -> np.ndarray:
+    """A 2-D array of log-probabilities (finite or ``-inf``), ``exp`` of each row summing to 1 within ``atol``
+    (default: fitted to the input's precision, as :func:`check_log_prob_vector`)."""
     arr = as_float_array(m, name, shape=(n_rows, None), allow_neg_inf=True)
-    if arr.size == 0:
-        raise ValueError(f"{name} must hold at least one entry; got shape {arr.shape}.")
-    if (arr > 1e-12).any():
-        raise ValueError(f"{name} must be log-probabilities (<= 0); got max {float(arr.max())!r}.")
-    sums = np.exp(arr).sum(axis=1)
-    bad = np.abs(sums - 1.0) > atol
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"each row of exp({name}) must sum to 1 within {atol:g}; got row {i} summing to "
-                         f"{float(sums[i])!r}.")
-    return arr
+    return _check_log_probs(arr, name, _input_eps(m), atol, vector=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -70,8 +70,8 @@ def _probe(name: str) -> BackendStatus:
             import numba
         except ImportError as exc:
             return BackendStatus(name, False, f"numba not importable ({exc})")
-        return BackendStatus(name, True, f"numba {numba.__version__}, threading layer pool of "
-                             f"{numba.config.NUMBA_NUM_THREADS}")
+        return BackendStatus(name, True, f"numba {numba.__version__}, threading layer {_numba_threading_layer()}, "
+                             f"pool of {numba.config.NUMBA_NUM_THREADS} threads")
     if name == "cuda":
         return _probe_cuda()
     raise ValueError(f"backend must be one of {BACKENDS}; got {name!r}.")
@@ -177,6 +177,28 @@ def resolve(backend: str = "auto", *, size: int | None = None,
     return backend
 
 
+def _numba_threading_layer() -> str:
+    """The threading layer Numba uses ('omp', 'tbb', 'workqueue'), or the one it will choose at its first parallel
+    kernel (its default order tbb, omp, workqueue, among those that import here)."""
+    import numba
+
+    try:
+        return numba.threading_layer()
+    except ValueError:  # not chosen yet: no parallel kernel has run in this process
+        pass
+    requested = str(numba.config.THREADING_LAYER)
+    if requested in ("tbb", "omp", "workqueue"):
+        return f"{requested!r} (requested)"
+    for layer in ("tbb", "omp", "workqueue"):
+        try:
+            importlib.import_module(f"numba.np.ufunc.{layer}pool" if layer != "workqueue"
+                                    else "numba.np.ufunc.workqueue")
+        except ImportError:
+            continue
+        return f"{layer!r} (to be chosen at the first parallel kernel)"
+    return "none available"
+
+
 def show_config() -> None:
     """Print versions, the build, CPU threads and backend availability.
 
@@ -205,7 +227,8 @@ def show_config() -> None:
                      f"flags {info.COMPILE_FLAGS!r}")
     except ImportError:
         lines.append("Cython build: not built")
-    lines.append(f"CPU threads (avicore.set_num_threads / AVICORE_NUM_THREADS): {_config.get_num_threads()}")
+    lines.append(f"CPU threads (avicore.set_num_threads / AVICORE_NUM_THREADS): {_config.get_num_threads()} of "
+                 f"{_config.available_cpus()} CPU(s) available")
     cuda = _probe("cuda")
     kind = ("simulator" if _cuda_simulator_enabled() else "real GPU") if cuda.available else "none"
     lines.append(f"CUDA: {kind}")

@@ -7,7 +7,9 @@ reads MNIST/FashionMNIST IDX files (optionally gzip-compressed) that the user al
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,41 +76,67 @@ def load_digits() -> ImageData:
     return ImageData(x=x, labels=bunch.target.astype(np.int64), image_shape=(8, 8))
 
 
-def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+#: A deflate stream expands at most ~1,032-fold: a gzip file declaring more data than this ratio allows is corrupt.
+_GZIP_MAX_RATIO = 1100
+
+
+def read_idx(path: str | os.PathLike[str], *, name: str = "path") -> np.ndarray:
     """Read one IDX file (MNIST's format), gzip-compressed or not, into an array of its stored dtype and shape.
 
     Parameters
     ----------
     path : str or path-like
-        File to read; a ``.gz`` suffix or gzip magic bytes select decompression.
+        File to read; gzip magic bytes select decompression.
+    name : str
+        The argument's name in error messages (which also give the file's name).
 
     Raises
     ------
     ValueError
-        If the file is not a valid IDX file (bad magic number, unknown type code, size mismatch).
+        If the file is not a valid IDX file (bad magic number, unknown type code, a header declaring more data than
+        the file holds — checked from the header and the file size before any data is read —, a size mismatch),
+        or a truncated or corrupt gzip stream. Every message names the file.
     """
+    label = f"{name} {os.fspath(path)!r}"
+    size = os.path.getsize(path)
     with open(path, "rb") as fh:
-        raw = fh.read()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise ValueError(f"path must be an IDX file (magic number 0x0000TTNN); got a file starting with {raw[:4]!r}.")
-    type_code, ndim = raw[2], raw[3]
-    if type_code not in _IDX_DTYPES:
-        raise ValueError(f"path must be an IDX file with a known type code {sorted(_IDX_DTYPES)}; "
-                         f"got {type_code:#04x}.")
-    if ndim < 1:
-        raise ValueError(f"path must be an IDX file with at least one dimension; got {ndim}.")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise ValueError(f"path must be an IDX file; the header is truncated ({len(raw)} bytes).")
-    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    dtype = _IDX_DTYPES[type_code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(raw) - header != expected:
-        raise ValueError(f"path must hold {expected} data bytes for shape {shape} and dtype {dtype}; "
-                         f"got {len(raw) - header}.")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+        compressed = fh.read(2) == b"\x1f\x8b"
+    try:
+        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as fh:
+            head = fh.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0:
+                raise ValueError(f"{label} must be an IDX file (magic number 0x0000TTNN); got a file starting "
+                                 f"with {head!r}.")
+            type_code, ndim = head[2], head[3]
+            if type_code not in _IDX_DTYPES:
+                raise ValueError(f"{label} must be an IDX file with a known type code {sorted(_IDX_DTYPES)}; "
+                                 f"got {type_code:#04x}.")
+            if ndim < 1:
+                raise ValueError(f"{label} must be an IDX file with at least one dimension; got {ndim}.")
+            dims = fh.read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise ValueError(f"{label} must be an IDX file; its header is truncated ({4 + len(dims)} of "
+                                 f"{4 + 4 * ndim} bytes).")
+            shape = tuple(int(d) for d in np.frombuffer(dims, dtype=">u4"))
+            dtype = _IDX_DTYPES[type_code]
+            expected = math.prod(shape) * dtype.itemsize  # Python integers: no overflow
+            header = 4 + 4 * ndim
+            if not compressed and expected != size - header:
+                raise ValueError(f"{label} must hold {expected} data bytes for shape {shape} and dtype {dtype}; "
+                                 f"got {size - header}.")
+            if compressed and expected > _GZIP_MAX_RATIO * size:
+                raise ValueError(f"{label} must hold {expected} data bytes for shape {shape} and dtype {dtype}; "
+                                 f"a gzip file of {size} bytes cannot (the header is corrupt).")
+            raw = fh.read(expected + 1)
+    except (EOFError, OSError, zlib.error) as exc:
+        if not compressed:
+            raise
+        raise ValueError(f"{label} must be a complete gzip file; reading it failed: {exc}. The file is truncated "
+                         f"or corrupt: download or copy it again.") from None
+    if len(raw) != expected:
+        got = f"{len(raw)}" if len(raw) < expected else "more"
+        raise ValueError(f"{label} must hold {expected} data bytes for shape {shape} and dtype {dtype}; got {got}.")
+    return np.frombuffer(raw, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
 def load_idx(path: str | os.PathLike[str], labels_path: str | os.PathLike[str] | None = None, *,
@@ -146,7 +174,8 @@ def load_idx(path: str | os.PathLike[str], labels_path: str | os.PathLike[str] |
     """
     images = read_idx(path)
     if images.ndim != 3:
-        raise ValueError(f"path must hold images of shape (n_images, height, width); got shape {images.shape}.")
+        raise ValueError(f"path {os.fspath(path)!r} must hold images of shape (n_images, height, width); got shape "
+                         f"{images.shape}.")
     if n_images is not None:
         n_images = _validate.check_int(n_images, "n_images", minimum=1, maximum=images.shape[0])
         images = images[:n_images]
@@ -156,16 +185,19 @@ def load_idx(path: str | os.PathLike[str], labels_path: str | os.PathLike[str] |
     else:
         x = images.astype(np.float64)
         if not np.all(np.isfinite(x)) or x.min() < 0.0 or x.max() > 1.0:
-            raise ValueError(f"path holds float pixels, which must lie in [0, 1]; got range [{x.min()}, {x.max()}].")
+            raise ValueError(f"path {os.fspath(path)!r} holds float pixels, which must lie in [0, 1]; got range "
+                             f"[{x.min()}, {x.max()}].")
     labels = None
     if labels_path is not None:
-        labels = read_idx(labels_path).astype(np.int64)
+        labels = read_idx(labels_path, name="labels_path").astype(np.int64)
         if labels.ndim != 1:
-            raise ValueError(f"labels_path must hold a 1-D array of labels; got shape {labels.shape}.")
+            raise ValueError(f"labels_path {os.fspath(labels_path)!r} must hold a 1-D array of labels; got shape "
+                             f"{labels.shape}.")
         if n_images is not None:
             labels = labels[:n_images]
         if labels.shape[0] != images.shape[0]:
-            raise ValueError(f"labels_path must hold one label per image ({images.shape[0]}); got {labels.shape[0]}.")
+            raise ValueError(f"labels_path {os.fspath(labels_path)!r} must hold one label per image "
+                             f"({images.shape[0]}); got {labels.shape[0]}.")
     height, width = images.shape[1:]
     return ImageData(x=np.ascontiguousarray(x.reshape(images.shape[0], height * width)), labels=labels,
                      image_shape=(int(height), int(width)))

@@ -15,6 +15,7 @@ difference (:func:`amortization_gap`) is small when the two q are close.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,6 +199,25 @@ def elbo_estimate(model: LatentVariableModel, x: object, q: Any, *, n_samples: i
     return _summarise(values, entropy)
 
 
+def _check_comparable(*results: Any) -> None:
+    """Refuse a diverged fit, warn (naming it) about one that did not converge."""
+    from .optim import ConvergenceWarning
+
+    names = ("fvi_result", "avi_result")
+    for name, res in zip(names, results):
+        reason = getattr(res, "stop_reason", None)
+        if reason == "diverged":
+            raise ValueError(f"{name} must be a fit that did not diverge; got a {getattr(res, 'method', 'fit')} "
+                             f"result with stop_reason='diverged' (stopped after {res.n_iter} iterations, state "
+                             f"of iteration {getattr(res, 'state_iteration', '?')}). Refit it with a smaller "
+                             f"lr before comparing.")
+    for name, res in zip(names, results):
+        if getattr(res, "converged", True) is False:
+            warnings.warn(f"amortization_gap: {name} ({getattr(res, 'method', 'fit')}, stop_reason="
+                          f"{res.stop_reason!r} after {res.n_iter} iterations) did not converge, so the gap "
+                          f"includes its optimisation error.", ConvergenceWarning, stacklevel=3)
+
+
 def amortization_gap(fvi_result: Any, avi_result: Any, *, n_samples: int = 1000,
                      seed: int | np.random.Generator | None = 0, backend: str | None = None) -> AmortizationGap:
     """The amortization gap ELBO(F-VI) − ELBO(A-VI) in nats, with a common-random-numbers standard error.
@@ -221,7 +241,14 @@ def amortization_gap(fvi_result: Any, avi_result: Any, *, n_samples: int = 1000,
     Raises
     ------
     ValueError
-        If the two results were fitted to different models or data.
+        If the two results were fitted to different models or data, or if either fit diverged
+        (``stop_reason == "diverged"``: its state is not an optimum of anything, and a gap to it means nothing).
+
+    Warns
+    -----
+    ConvergenceWarning
+        If either result did not converge (``converged`` is False): the gap then mixes the amortization gap with
+        optimisation error. The message names which result.
 
     Notes
     -----
@@ -253,6 +280,7 @@ def amortization_gap(fvi_result: Any, avi_result: Any, *, n_samples: int = 1000,
                          f"{'' if fvi_result.x.shape != avi_result.x.shape else ' with different values'}.")
     n_samples = check_int(n_samples, "n_samples", minimum=2)
     key = check_seed_int(seed)
+    _check_comparable(fvi_result, avi_result)
     model, x = fvi_result.model, fvi_result.x
     resolved = backends.resolve(fvi_result.backend if backend is None else backend,
                                 size=x.shape[0] * min(n_samples, BLOCK), supported=model.supported_backends)

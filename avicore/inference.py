@@ -36,10 +36,11 @@ import numpy as np
 
 from . import _config, backends
 from ._engine_parts import Batches, GlobalNoise, Progress, fixed_global, lr_schedule
+from ._fit_health import FitHealth, lr_text
 from ._validate import as_float_array, check_choice, check_int, check_scalar, check_seed_int
 from .encoders import BoundEncoder, Encoder, check_window, window_inputs
 from .models.base import LatentVariableModel
-from .optim import Adam, ConvergenceMonitor, DivergenceWarning, all_finite
+from .optim import Adam, ConvergenceWarning, DivergenceWarning, all_finite
 
 METHODS = ("F-VI", "A-VI")
 #: Families of q(θ): a diagonal Gaussian, or a point mass (θ̂ fitted by maximising the ELBO, no entropy term).
@@ -75,9 +76,17 @@ class VIResult:
     n_iter : int
         Iterations run (fewer than asked when the fit converged, diverged or a callback stopped it).
     converged : bool
-        With ``tol``: the running-mean criterion was met. Without: the fit ran to its end without diverging.
+        True only when a stated criterion holds. With ``tol``: the fit stopped on the running-mean test (which
+        also needs the ELBO's trend to be within its noise). Without ``tol``: at the end, the trend of the last
+        half of the trace (:meth:`avicore.optim.ConvergenceMonitor.trend`, >= 100 iterations needed) is within
+        TREND_T = 4 standard errors of flat. False for a diverged fit, a fit too short to test, and a fit whose ELBO
+        still rises (which also warns with :class:`~avicore.optim.ConvergenceWarning`).
     stop_reason : {"n_iter", "tol", "callback", "diverged"}
-        Why the optimisation stopped.
+        Why the optimisation loop ended (a record, not a verdict: "n_iter" does not mean converged).
+    state_iteration : int
+        Number of updates applied to the state this result holds: ``n_iter`` normally; for a diverged fit, the
+        iteration of the best ELBO estimate seen (``trace[state_iteration]`` is that estimate), whose state is
+        returned.
     seconds : float
         Wall time of the optimisation (the final ELBO estimate excluded).
     method : {"F-VI", "A-VI"}
@@ -113,6 +122,7 @@ class VIResult:
     n_iter: int
     converged: bool
     stop_reason: str
+    state_iteration: int
     seconds: float
     method: str
     encoder_params: np.ndarray | None
@@ -133,9 +143,32 @@ class VIResult:
                 f"n_iter={self.n_iter}, converged={self.converged}, seconds={self.seconds:.3g})")
 
     @property
+    def exact_elbo(self) -> float | None:
+        """The ELBO of this q in closed form, where the model has one (``model.exact_elbo``, e.g. the linear
+        hierarchical model; ``model.elbo`` of the linear-Gaussian state-space models such as the random walk);
+        else None. No Monte-Carlo error."""
+        return _exact_elbo(self.model, self.x, self)
+
+    @property
     def kl(self) -> float | None:
-        """KL(q ‖ p(θ, z | x)) = log p(x) − ELBO when the exact evidence is known, else None."""
-        return None if self.log_evidence is None else self.log_evidence - self.elbo
+        """KL(q ‖ p(θ, z | x)) = log p(x) − ELBO(q), or None without an exact log p(x) (or with a point-mass q(θ),
+        whose ELBO bounds log p(x, θ̂) instead).
+
+        Exact (``kl_se == 0``) when the model also gives the ELBO of q in closed form (:attr:`exact_elbo`);
+        otherwise an estimate with the Monte-Carlo ``elbo``, whose standard error is ``kl_se`` (= ``elbo_se``):
+        it may then be negative, but only by a few ``kl_se``.
+        """
+        if self.log_evidence is None or np.any(self.global_sd == 0.0):
+            return None
+        exact = self.exact_elbo
+        return self.log_evidence - (self.elbo if exact is None else exact)
+
+    @property
+    def kl_se(self) -> float | None:
+        """Standard error of :attr:`kl`: 0 when it is exact, ``elbo_se`` when it uses the Monte-Carlo ELBO."""
+        if self.kl is None:
+            return None
+        return 0.0 if self.exact_elbo is not None else self.elbo_se
 
     def encode(self, x_new: object) -> tuple[np.ndarray, np.ndarray]:
         """Apply the fitted encoder to new observations, without refitting (A-VI only).
@@ -304,13 +337,17 @@ class _Engine:
         self.lr = lr_at(0)
         self._setup(xa, key, np.random.default_rng(init_ss))
         batches = Batches(n_obs, self.batch_size, np.random.default_rng(batch_ss))
-        monitor = ConvergenceMonitor(n_iter, tol, tol_window)
+        health = FitHealth(n_iter, tol, tol_window, self.method)
+        monitor = health.monitor
         times = np.empty(n_iter)
         bar = Progress(self.method, n_iter, bool(progress))
         global_noise = GlobalNoise(key, self.n_samples, d_theta)
         const_local = _HALF_LOG_2PI_E * n_obs * d
         const_global = _HALF_LOG_2PI_E * d_theta
         stop_reason = "n_iter"
+        cause = ""
+        refused = math.nan  # the ELBO estimate of a state refused for its scales (not recorded)
+        lr_t = self.lr
         t0 = time.perf_counter()
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             for t in range(n_iter):
@@ -328,9 +365,7 @@ class _Engine:
                     log_prior, grad_prior = model.log_prior_global(theta)
                     log_joint, grad_global, sum_log_scale, grads = self._local_pass(rows, theta, key, t, scale)
                 except _Diverged:
-                    stop_reason = "diverged"
-                    if t > 0:
-                        self._revert()
+                    stop_reason, cause = "diverged", health.NONFINITE
                     break
                 elbo = float(np.mean(log_prior + scale * log_joint)) + scale * sum_log_scale + const_local
                 g_theta = grad_prior + scale * grad_global
@@ -342,16 +377,23 @@ class _Engine:
                 if self.fixed_global:
                     g_glob[:] = 0.0
                 if not (math.isfinite(elbo) and all_finite(g_glob)):
-                    stop_reason = "diverged"
-                    if t > 0:
-                        self._revert()  # back to the state whose ELBO is the last trace entry
+                    stop_reason, cause = "diverged", health.NONFINITE
+                    break
+                cause = health.scales(mu, log_sd, *self._local_log_sd_range()) or ""
+                if cause:
+                    stop_reason, refused = "diverged", elbo
                     break
                 times[t] = time.perf_counter() - t0
-                converged = monitor.record(elbo)
-                if not self._apply(g_glob, grads, rows, lr_t):
-                    # A non-finite gradient (found in the update pass): undo this update, keep this state.
+                converged = health.record(elbo)
+                if health.is_best:
+                    self._keep_best()  # this state (before the update) has the best estimate so far
+                cause = health.runaway() or ""
+                if cause:
                     stop_reason = "diverged"
-                    self._revert()
+                    break
+                if not self._apply(g_glob, grads, rows, lr_t):
+                    # A non-finite gradient (found in the update pass): its output is discarded below.
+                    stop_reason, cause = "diverged", health.NONFINITE
                     break
                 bar.update(t + 1, monitor.running_mean())
                 if converged:
@@ -363,14 +405,19 @@ class _Engine:
         seconds = time.perf_counter() - t0
         done = monitor.count
         bar.close(done, monitor.running_mean(), stop_reason)
+        state_iteration = done
         if stop_reason == "diverged":
-            warnings.warn(f"{self.method} fit diverged at iteration {done}: the ELBO estimate or its gradient is "
-                          f"not finite (try a smaller lr); returning the last finite state, converged=False.",
-                          DivergenceWarning, stacklevel=3)
-        converged = stop_reason == "tol" if tol is not None else stop_reason != "diverged"
-        return self._result(monitor.trace, times[:done].copy(), done, converged, stop_reason, seconds)
+            warnings.warn(health.diverged_message(cause, lr_text(lr, lr_t), refused), DivergenceWarning, stacklevel=3)
+            if health.best_index >= 0:  # else nothing was applied: the state is the initial one
+                self._restore_best()
+                state_iteration = health.best_index
+        converged, message = health.verdict(stop_reason)
+        if message is not None:
+            warnings.warn(message, ConvergenceWarning, stacklevel=3)
+        return self._result(monitor.trace, times[:done].copy(), done, converged, stop_reason, state_iteration,
+                            seconds)
 
-    def _result(self, trace, trace_seconds, done, converged, stop_reason, seconds) -> VIResult:
+    def _result(self, trace, trace_seconds, done, converged, stop_reason, state_iteration, seconds) -> VIResult:
         from .diagnostics import _summarise, sample_values
 
         model, d_theta = self.model, self.model.global_dim
@@ -387,7 +434,7 @@ class _Engine:
             elbo=est.elbo, elbo_se=est.se, trace=trace, trace_seconds=trace_seconds, local_mean=local_mean,
             local_sd=local_sd, local_log_sd=local_log_sd, global_mean=global_mean, global_sd=global_sd,
             global_log_sd=global_log_sd, n_iter=done, converged=converged, stop_reason=stop_reason,
-            seconds=seconds, method=self.method, encoder_params=self._encoder_params(),
+            state_iteration=state_iteration, seconds=seconds, method=self.method, encoder_params=self._encoder_params(),
             encoder=getattr(self, "encoder", None), window=getattr(self, "window", (0,)), n_samples=self.n_samples,
             elbo_samples=self.elbo_samples, seed=self.key, backend=self.backend_resolved,
             log_evidence=_log_evidence(model, self.x), model=model, x=self.x, _bound=getattr(self, "bound", None))
@@ -395,6 +442,20 @@ class _Engine:
     # -- defaults of the hooks ---------------------------------------------------------------------------------
     def _encoder_params(self) -> np.ndarray | None:
         return None
+
+
+def _exact_elbo(model: LatentVariableModel, x: np.ndarray, q: VIResult) -> float | None:
+    """The closed-form ELBO of a fitted Gaussian mean-field q where the model provides one, else None."""
+    from .models.state_space import LinearGaussianSSM
+
+    if np.any(q.global_sd == 0.0):  # a point-mass q(θ) has no closed-form ELBO of log p(x)
+        return None
+    fn = getattr(model, "exact_elbo", None)
+    if fn is not None:
+        return float(fn(x, q.local_mean, q.local_sd, q.global_mean, q.global_sd))
+    if isinstance(model, LinearGaussianSSM):
+        return float(model.elbo(x, q.local_mean, q.local_sd))
+    return None
 
 
 def _log_evidence(model: LatentVariableModel, x: np.ndarray) -> float | None:
@@ -502,7 +563,16 @@ class FVI(_Engine):
         Warns
         -----
         DivergenceWarning
-            When a non-finite ELBO or gradient stops the fit (the last finite state is returned).
+            When the fit runs away and is stopped (``stop_reason="diverged"``, ``converged=False``): a non-finite
+            ELBO estimate, gradient or parameter; the running ELBO (median of the last 9 estimates) falling below
+            its best by more than max(20 σ, |best|), σ the per-iteration Monte-Carlo noise measured before the best;
+            or a scale leaving what float64 can use (a global sd below ε·max(|mean|, 1), a local sd below ε, any
+            sd above 1e150). The message names the iteration, the drop and the likely cause (the learning rate);
+            the state with the best ELBO estimate seen is returned (``state_iteration`` says which).
+            See :mod:`avicore._fit_health`.
+        ConvergenceWarning
+            When the fit ends (``"n_iter"`` or ``"callback"``) while the ELBO still moves by more than its noise
+            over the last half of the trace (``converged=False``); the message gives the change per iteration.
         """
         return self._fit(x, n_iter, lr, seed, tol, progress, tol_window, fix_global, callback)
 
@@ -514,9 +584,8 @@ class FVI(_Engine):
         self.adam_global = Adam(self.glob.shape, lr=self.lr, maximize=True)
         self.adam_mean = Adam(self.mean.shape, lr=self.lr, maximize=True)
         self.adam_log_scale = Adam(self.mean.shape, lr=self.lr, maximize=True)
-        # Double buffers: a dense step writes the new parameters into the spare, so the previous state survives.
-        self.spare = (np.empty_like(self.glob), np.empty_like(self.mean), np.empty_like(self.log_scale))
-        self.undo: tuple | None = None
+        # The best state seen (allocated once, written when the ELBO estimate sets a new best).
+        self.best = (np.empty_like(self.glob), np.empty_like(self.mean), np.empty_like(self.log_scale))
 
     def _local_pass(self, rows, theta, seed, step, scale):
         if rows is None:
@@ -525,38 +594,31 @@ class FVI(_Engine):
             xb, mb, lsb, idx = self.x[rows], self.mean[rows], self.log_scale[rows], rows
         terms = self.model.local_terms(xb, mb, lsb, theta, seed=seed, step=step, index=idx,
                                        backend=self.backend_resolved)
-        self.batch_state = (rows, mb, lsb)
         return terms.log_joint, terms.grad_global, float(np.sum(lsb)), (terms.grad_mean, terms.grad_log_scale)
 
     def _apply(self, g_glob, grads, rows, lr):
         g_mean, g_log_scale = grads
         self.adam_global.lr = self.adam_mean.lr = self.adam_log_scale.lr = lr
-        spare_glob, spare_mean, spare_ls = self.spare
-        new_glob = self.adam_global.step(self.glob, g_glob, out=spare_glob)
-        self.spare = (self.glob, spare_mean, spare_ls)
-        self.glob = new_glob
+        self.adam_global.step(self.glob, g_glob, out=self.glob)
         if rows is None:
-            new_mean = self.adam_mean.step(self.mean, g_mean, out=spare_mean)
-            new_ls = self.adam_log_scale.step(self.log_scale, g_log_scale, out=spare_ls, offset=1.0)
-            self.spare = (self.spare[0], self.mean, self.log_scale)
-            self.mean, self.log_scale = new_mean, new_ls
-            self.undo = None
+            self.adam_mean.step(self.mean, g_mean, out=self.mean)
+            self.adam_log_scale.step(self.log_scale, g_log_scale, out=self.log_scale, offset=1.0)
         else:
             # ∂ELBO/∂log sₙ = grad_log_scale + 1 (entropy); the row's own gradient, unscaled.
             self.adam_mean.step_rows(self.mean, g_mean, rows)
             self.adam_log_scale.step_rows(self.log_scale, g_log_scale, rows, offset=1.0)
-            self.undo = self.batch_state
         return self.adam_mean.finite and self.adam_log_scale.finite
 
-    def _revert(self):
-        spare_glob, spare_mean, spare_ls = self.spare
-        self.glob = spare_glob
-        if self.undo is None:
-            self.mean, self.log_scale = spare_mean, spare_ls
-        else:
-            rows, mb, lsb = self.undo
-            self.mean[rows] = mb
-            self.log_scale[rows] = lsb
+    def _keep_best(self):
+        for kept, now in zip(self.best, (self.glob, self.mean, self.log_scale)):
+            np.copyto(kept, now)
+
+    def _restore_best(self):
+        for kept, now in zip(self.best, (self.glob, self.mean, self.log_scale)):
+            np.copyto(now, kept)
+
+    def _local_log_sd_range(self):
+        return float(self.log_scale.min(initial=math.inf)), float(self.log_scale.max(initial=-math.inf))
 
     def _locals(self):
         return self.mean.copy(), self.log_scale.copy()
@@ -668,7 +730,8 @@ class AVI(_Engine):
         self.n_glob = self.glob.size
         self.params = np.ascontiguousarray(np.concatenate([self.glob, phi]))
         self.glob = self.params[:self.n_glob]
-        self.spare = np.empty_like(self.params)
+        self.best = np.empty_like(self.params)
+        self.log_sd_range = (0.0, 0.0)
         self.adam = Adam(self.params.shape, lr=self.lr, maximize=True)
         # Row-independent models are processed in memory-bounded chunks; coupled ones in one call.
         self.chunk = _AVI_CHUNK_ROWS if self.model.supports_minibatch else max(1, x.shape[0])
@@ -680,6 +743,7 @@ class AVI(_Engine):
         log_joint = np.zeros(theta.shape[0])
         grad_global = np.zeros(theta.shape)
         sum_log_scale = 0.0
+        lo, hi = math.inf, -math.inf
         g_phi = np.zeros(phi.size)
         for r0 in range(0, n_rows, self.chunk):
             r1 = min(n_rows, r0 + self.chunk)
@@ -696,6 +760,7 @@ class AVI(_Engine):
             log_joint += terms.log_joint
             grad_global += terms.grad_global
             sum_log_scale += float(np.sum(log_scale))
+            lo, hi = min(lo, float(log_scale.min(initial=math.inf))), max(hi, float(log_scale.max(initial=-math.inf)))
             g_ls = terms.grad_log_scale + 1.0
             g_m = terms.grad_mean
             if scale != 1.0:
@@ -704,19 +769,23 @@ class AVI(_Engine):
             g_phi += self.bound.backward(phi, cache, g_m, g_ls)
         if self.weight_decay:
             g_phi -= self.weight_decay * phi
+        self.log_sd_range = (lo, hi)
         return log_joint, grad_global, sum_log_scale, (g_phi,)
 
     def _apply(self, g_glob, grads, rows, lr):
         self.adam.lr = lr
         grad = np.concatenate([g_glob, grads[0]])
-        new = self.adam.step(self.params, grad, out=self.spare)
-        self.spare, self.params = self.params, new
-        self.glob = self.params[:self.n_glob]
+        self.adam.step(self.params, grad, out=self.params)
         return self.adam.finite
 
-    def _revert(self):
-        self.params, self.spare = self.spare, self.params
-        self.glob = self.params[:self.n_glob]
+    def _keep_best(self):
+        np.copyto(self.best, self.params)
+
+    def _restore_best(self):
+        np.copyto(self.params, self.best)
+
+    def _local_log_sd_range(self):
+        return self.log_sd_range
 
     def _locals(self):
         return _encode_all(self.bound, self.params[self.n_glob:], self.design)

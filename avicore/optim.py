@@ -11,14 +11,19 @@ Adam (Kingma & Ba, 2015) keeps first and second moment estimates m, v of the gra
 Adam for per-observation parameters under minibatching: only the rows in the batch move, each with its own step
 count, so a row's update does not depend on how often other rows were visited.
 
-:class:`ConvergenceMonitor` records the per-iteration ELBO estimates and declares convergence when the relative
-change between the running means of the last two windows of ``window`` iterations falls below ``tol``.
+:class:`ConvergenceMonitor` records the per-iteration ELBO estimates, measures their trend
+(:meth:`~ConvergenceMonitor.trend`: the least-squares slope of ten block means over the last half of the record,
+with a standard error from the scatter of those block means, so Monte-Carlo noise and short-range correlation are
+counted) and declares convergence when the relative change between the running means of the last two windows of
+``window`` iterations falls below ``tol`` *and* the trend is not significant: a noisy estimate that still climbs
+slowly does not pass the window test by chance.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,7 +32,56 @@ from ._validate import check_int, check_scalar
 
 
 class DivergenceWarning(RuntimeWarning):
-    """A fit met a non-finite ELBO or gradient and stopped early (its last finite state was kept)."""
+    """A fit ran away (a non-finite value, an ELBO far below its best, a collapsing or exploding scale) and was
+    stopped; the best state seen was kept."""
+
+
+class ConvergenceWarning(UserWarning):
+    """A fit ended while its ELBO still moved by more than its Monte-Carlo noise: it did not converge."""
+
+
+#: A trend is significant when |slope| exceeds this many standard errors (two-sided, 8 degrees of freedom).
+TREND_T = 4.0
+#: A change of the ELBO over the trend's span below this many nats (or 1e-7·|ELBO|) is never significant: a fit
+#: that still gains less than a tenth of a nat over the last half of its iterations has nothing useful left to gain.
+TREND_FLOOR = 0.1
+#: Blocks of the trend test.
+TREND_BLOCKS = 10
+#: The trend test needs at least this many values per block (so 2 · 10 · 5 = 100 recorded values).
+TREND_MIN_PER_BLOCK = 5
+
+
+@dataclass(frozen=True)
+class Trend:
+    """The least-squares trend of recorded ELBO estimates over the last half of the record.
+
+    Attributes
+    ----------
+    slope : float
+        Change of the ELBO per iteration (nats).
+    se : float
+        Standard error of ``slope``, from the scatter of the block means about the fitted line.
+    span : int
+        Number of iterations the line covers.
+    level : float
+        Mean of the values in the span.
+    """
+
+    slope: float
+    se: float
+    span: int
+    level: float
+
+    @property
+    def t(self) -> float:
+        """slope / se."""
+        return self.slope / self.se
+
+    @property
+    def significant(self) -> bool:
+        """True when the ELBO still moves: |t| > :data:`TREND_T`, and the change over the span exceeds
+        :data:`TREND_FLOOR` nats and 1e-7·|level| (practical floors: below them a change is not progress)."""
+        return abs(self.t) > TREND_T and abs(self.slope) * self.span > max(TREND_FLOOR, 1e-7 * abs(self.level))
 
 
 def all_finite(*arrays: np.ndarray) -> bool:
@@ -221,7 +275,9 @@ class ConvergenceMonitor:
     n_iter : int
         Maximum number of values recorded.
     tol : float or None
-        Converged when |mean(last window) − mean(previous window)| ≤ tol · |mean(last window)|. ``None``: never.
+        Converged when |mean(last window) − mean(previous window)| ≤ tol · |mean(last window)| and the
+        :meth:`trend` of the record is not significant. ``None``: :meth:`record` never reports convergence (the
+        engines test :meth:`trend` at the end of the fit instead).
     window : int
         Iterations per running-mean window (>= 1). The test needs 2·window recorded values.
 
@@ -251,7 +307,33 @@ class ConvergenceMonitor:
             return False
         last = self.running_mean()
         prev = (self._csum[self.count - self.window] - self._csum[self.count - 2 * self.window]) / self.window
-        return bool(abs(last - prev) <= self.tol * abs(last))
+        if not abs(last - prev) <= self.tol * abs(last):
+            return False
+        trend = self.trend()
+        return trend is None or not trend.significant
+
+    def trend(self) -> Trend | None:
+        """The ELBO's trend over the last half of the record; None with fewer than 100 recorded values.
+
+        The last half is cut into :data:`TREND_BLOCKS` equal blocks (a remainder of the oldest values is left
+        out); the slope is the least-squares line through the block means against the blocks' centres and its
+        standard error comes from the residual scatter of the block means, so noise that is correlated over
+        less than a block is counted. Cost O(TREND_BLOCKS), from the running sums.
+        """
+        per = (self.count // 2) // TREND_BLOCKS
+        if per < TREND_MIN_PER_BLOCK:
+            return None
+        span = per * TREND_BLOCKS
+        edges = self._csum[self.count - span:self.count + 1:per]
+        means = np.diff(edges) / per
+        dc = (np.arange(TREND_BLOCKS) - 0.5 * (TREND_BLOCKS - 1)) * per
+        sxx = float(np.dot(dc, dc))
+        level = float(means.mean())
+        slope = float(np.dot(dc, means - level)) / sxx
+        resid = means - level - slope * dc
+        se = math.sqrt(float(np.dot(resid, resid)) / (TREND_BLOCKS - 2) / sxx)
+        se = max(se, 1e-15 * max(1.0, abs(level)) / span)  # an exact plateau: its scatter is rounding
+        return Trend(slope=slope, se=se, span=span, level=level)
 
     def running_mean(self) -> float:
         """Mean of the last ``window`` values (of all values when fewer were recorded); NaN before any."""

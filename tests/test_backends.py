@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -66,6 +68,10 @@ def test_show_config_prints_table(capsys):
     for needle in ("avicore", "numpy", "scipy", "numba", "Cython build", "OpenMP", "CPU threads", "CUDA:",
                    "backend", "cython"):
         assert needle in out
+    # The threading layer and the pool size are two things, named separately (the layer is omp/tbb/workqueue).
+    numba_line = next(line for line in out.splitlines() if line.startswith("numba ") and "threading" in line)
+    assert re.search(r"threading layer '?(omp|tbb|workqueue)'?.*, pool of \d+ threads", numba_line), numba_line
+    assert f"of {_config.available_cpus()} CPU(s) available" in out
 
 
 def test_set_num_threads_round_trip_and_validation():
@@ -93,6 +99,26 @@ def test_num_threads_env_variable():
     bad = subprocess.run([sys.executable, "-c", code], env={**_clean_env(), "AVICORE_NUM_THREADS": "zero"},
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "AVICORE_NUM_THREADS must be a positive integer; got 'zero'" in bad.stderr
+
+
+def test_a_thread_count_above_the_cpus_warns_once():
+    too_many = _config.available_cpus() + 62
+    code = "import avicore; avicore.get_num_threads(); avicore.get_num_threads(); print('ran')"
+    out = subprocess.run([sys.executable, "-c", code], env={**_clean_env(), "AVICORE_NUM_THREADS": str(too_many)},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ran"
+    assert out.stderr.count(f"AVICORE_NUM_THREADS={too_many} asks for {too_many} threads but this process may use "
+                            f"{_config.available_cpus()} CPU(s)") == 1
+    old = _config.get_num_threads()
+    try:
+        with pytest.warns(RuntimeWarning, match=f"set_num_threads\\({too_many + 1}\\) asks for {too_many + 1} "
+                                                f"threads"):
+            avicore.set_num_threads(too_many + 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            avicore.set_num_threads(too_many + 1)  # once per count
+    finally:
+        avicore.set_num_threads(old)
 
 
 def test_import_is_fast_and_lazy():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import struct
 
 import numpy as np
@@ -67,13 +68,14 @@ def test_write_idx_round_trip(tmp_path):
 def test_bad_idx_files_give_clear_errors(tmp_path):
     p = tmp_path / "bad"
     p.write_bytes(b"\x01\x02\x08\x01")
-    with pytest.raises(ValueError, match="path must be an IDX file"):
+    name = re.escape(repr(str(p)))
+    with pytest.raises(ValueError, match=f"path {name} must be an IDX file"):
         read_idx(p)
     p.write_bytes(_idx_bytes(0x07, (1,), b"\x00"))
-    with pytest.raises(ValueError, match="known type code"):
+    with pytest.raises(ValueError, match=f"path {name} must be an IDX file with a known type code"):
         read_idx(p)
     p.write_bytes(_idx_bytes(0x08, (2, 2), b"\x00\x01\x02"))
-    with pytest.raises(ValueError, match=r"path must hold 4 data bytes for shape \(2, 2\)"):
+    with pytest.raises(ValueError, match=f"path {name} must hold 4 data bytes for shape \\(2, 2\\)"):
         read_idx(p)
     p.write_bytes(_idx_bytes(0x08, (4,), b"\x00\x01\x02\x03"))
     with pytest.raises(ValueError, match=r"images of shape \(n_images, height, width\); got shape \(4,\)"):
@@ -82,7 +84,34 @@ def test_bad_idx_files_give_clear_errors(tmp_path):
     labels.write_bytes(_idx_bytes(0x08, (3,), b"\x00\x01\x02"))
     images = tmp_path / "img"
     images.write_bytes(_idx_bytes(0x08, (2, 1, 1), b"\x00\x01"))
-    with pytest.raises(ValueError, match=r"labels_path must hold one label per image \(2\); got 3"):
+    with pytest.raises(ValueError, match=r"labels_path '.*lab' must hold one label per image \(2\); got 3"):
         load_idx(images, labels)
     with pytest.raises(ValueError, match="array must have an IDX dtype"):
         write_idx(tmp_path / "c", np.zeros(2, dtype=np.complex64))
+
+
+def test_an_absurd_header_is_refused_before_reading_without_overflow(tmp_path):
+    # 2^31 x 2^31 x 4 uint8 = 2^64 bytes: int64 arithmetic wraps to 0; Python integers do not.
+    p = tmp_path / "huge-idx3-ubyte"
+    p.write_bytes(_idx_bytes(0x08, (2**31, 2**31, 4), b""))
+    with pytest.raises(ValueError, match=f"must hold {2**64} data bytes for shape \\(2147483648, 2147483648, 4\\)"
+                                         f" and dtype uint8; got 0"):
+        read_idx(p)
+    gz = tmp_path / "huge.gz"
+    gz.write_bytes(gzip.compress(_idx_bytes(0x08, (2**31, 2**31, 4), b"")))
+    with pytest.raises(ValueError, match=r"huge\.gz' must hold 18446744073709551616 data bytes .* a gzip file of \d+ "
+                                         r"bytes cannot \(the header is corrupt\)"):
+        read_idx(gz)
+
+
+def test_a_truncated_gz_file_gives_a_value_error_naming_it(tmp_path):
+    whole = gzip.compress(_idx_bytes(0x08, (50, 4, 4), bytes(range(256)) * 3 + bytes(32)))
+    p = tmp_path / "cut-idx3-ubyte.gz"
+    p.write_bytes(whole[:len(whole) // 2])
+    with pytest.raises(ValueError, match=r"path '.*cut-idx3-ubyte\.gz' must be a complete gzip file; reading it "
+                                         r"failed: .*truncated or corrupt"):
+        read_idx(p)
+    images = tmp_path / "img"
+    write_idx(images, np.zeros((50, 1, 1), dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"labels_path '.*cut-idx3-ubyte\.gz' must be a complete gzip file"):
+        load_idx(images, p)

@@ -157,3 +157,55 @@ class TestScalarsAndChoices:
         assert v.check_seed_int(7) == 7
         assert v.check_seed_int(np.random.default_rng(1)) == v.check_seed_int(np.random.default_rng(1))
         assert 0 <= v.check_seed_int(None) < 2**63
+
+
+def _float32_stochastic(k: int, seed: int) -> np.ndarray:
+    """log of a float32 row-stochastic matrix as a float32 pipeline makes it (softmax in float32)."""
+    logits = np.random.default_rng(seed).normal(size=(k, k)).astype(np.float32)
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True, dtype=np.float32)
+    return np.log(p)
+
+
+def test_float32_log_probabilities_pass_at_their_precision_and_are_renormalised():
+    for k in (2, 5, 50):
+        lt32 = _float32_stochastic(k, k)
+        off = np.abs(np.exp(lt32.astype(np.float64)).sum(axis=1) - 1.0).max()
+        assert off <= 4 * k * np.finfo(np.float32).eps  # what the tolerance allows
+        out = v.check_log_stochastic_matrix(lt32, "log_transmat")
+        assert out.dtype == np.float64
+        np.testing.assert_allclose(np.exp(out).sum(axis=1), 1.0, rtol=0, atol=1e-15)
+        np.testing.assert_allclose(out, lt32.astype(np.float64), rtol=0, atol=1e-6)  # renormalised, not rebuilt
+        vec = v.check_log_prob_vector(lt32[0], "log_startprob")
+        assert abs(np.exp(vec).sum() - 1.0) < 1e-15
+        rows = v.check_log_prob_rows(lt32[:3], "log_emissionprob")
+        np.testing.assert_allclose(np.exp(rows).sum(axis=1), 1.0, rtol=0, atol=1e-15)
+
+
+def test_float32_rows_that_do_not_sum_to_one_are_still_refused():
+    bad = np.log(np.array([[0.5, 0.49], [0.5, 0.5]], dtype=np.float32))
+    with pytest.raises(ValueError, match=r"each row of exp\(log_transmat\) must sum to 1 within 9\.53674e-07 "
+                                         r"\(float32 input: tolerance scaled to its precision\); got row 0 summing to "
+                                         r"0\.99"):
+        v.check_log_stochastic_matrix(bad, "log_transmat")
+    # float64 keeps its tolerance of 1e-8, and is returned as given (no renormalisation)
+    m64 = np.log(np.array([[0.5, 0.5 + 5e-9], [0.25, 0.75]]))
+    assert_array_equal(v.check_log_stochastic_matrix(m64, "log_transmat"), m64)
+    with pytest.raises(ValueError, match=r"must sum to 1 within 1e-08; got row 0 summing to 1\.0000000(2|19)"):
+        v.check_log_stochastic_matrix(np.log(np.array([[0.5, 0.5 + 2e-8], [0.25, 0.75]])), "log_transmat")
+
+
+def test_hmm_accepts_float32_parameters_and_matches_float64():
+    from avicore import hmm
+
+    k = 4
+    lt32 = _float32_stochastic(k, 1)
+    ls32 = np.log(np.full(k, 1 / k, dtype=np.float32))
+    log_lik = np.random.default_rng(2).normal(size=(30, k))
+    lt64 = lt32.astype(np.float64) - np.log(np.exp(lt32.astype(np.float64)).sum(axis=1, keepdims=True))
+    ls64 = ls32.astype(np.float64) - np.log(np.exp(ls32.astype(np.float64)).sum())
+    a = hmm.forward_backward(log_lik, lt32, ls32, backend="numpy")
+    b = hmm.forward_backward(log_lik, lt64, ls64, backend="numpy")
+    np.testing.assert_allclose(a.log_likelihood, b.log_likelihood, rtol=1e-12, atol=0)
+    assert_array_equal(hmm.viterbi(log_lik, lt32, ls32).states, hmm.viterbi(log_lik, lt64, ls64).states)
+    paths = hmm.sample_posterior(log_lik, lt32, ls32, n_samples=3, seed=0)
+    assert paths is not None

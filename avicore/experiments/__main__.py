@@ -5,7 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._runner import REGISTRY, run
+from ._runner import REGISTRY, execute, prepare
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a bad value is a usage error, exit status 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,11 +27,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", nargs="?", help="experiment name, or LIST to list them")
     parser.add_argument("-h", "--help", action="store_true", help="show this help (after NAME: with its own options)")
     parser.add_argument("--quick", action="store_true", help="small sizes, under a minute (what the tests run)")
-    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the experiment's)")
-    parser.add_argument("--out", default=None, help="output directory (default experiments-out/NAME[-quick])")
+    parser.add_argument("--seeds", type=_positive_int, default=None,
+                        help="number of seeds (default: the experiment's)")
+    parser.add_argument("--out", default=None,
+                        help="output directory (default experiments-out/NAME[-quick]); one holding another "
+                             "experiment's or configuration's results is refused unless --overwrite")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="move a previous run in --out aside (renamed OUT.replaced-TIME) and start afresh "
+                             "(without it, a different run there is refused and the same one is resumed)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--no-figures", action="store_true", help="numbers only, no PNG figures")
-    parser.add_argument("--jobs", type=int, default=None,
+    parser.add_argument("--jobs", type=_positive_int, default=None,
                         help="seeds run at once in separate processes (default: one per CPU thread avicore uses, "
                              "AVICORE_NUM_THREADS; 1 keeps everything in this process with progress bars)")
     args, extra = parser.parse_known_args(argv)
@@ -44,11 +61,13 @@ def main(argv: list[str] | None = None) -> int:
         from .._config import get_num_threads
 
         args.jobs = get_num_threads()
-    if args.jobs < 1:
-        parser.error(f"--jobs must be a positive integer; got {args.jobs}")
+    try:  # every option and the output folder are checked here, before any folder or worker exists
+        plan = prepare(args.name, quick=args.quick, seeds=args.seeds, out=args.out,
+                       config_overrides=overrides or None, jobs=args.jobs, overwrite=args.overwrite)
+    except (ValueError, TypeError) as exc:
+        parser.error(str(exc))
     try:
-        run(args.name, quick=args.quick, seeds=args.seeds, out=args.out, progress=not args.no_progress,
-            figures=not args.no_figures, config_overrides=overrides or None, jobs=args.jobs)
+        execute(plan, progress=not args.no_progress, figures=not args.no_figures)
     except KeyboardInterrupt:
         return 130
     return 0

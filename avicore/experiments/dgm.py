@@ -63,6 +63,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                      "10,000 images)")
 
 
+def check_config(config: dict) -> None:
+    """``data``, when given, must be a readable file (checked before any fit starts)."""
+    import os
+
+    data = config.get("data")
+    if data is not None and not (os.path.isfile(data) and os.access(data, os.R_OK)):
+        raise ValueError(f"data must be a readable IDX image file; got {data!r}, which "
+                         f"{'is not readable' if os.path.isfile(data) else 'does not exist or is not a file'}.")
+
+
 def settings(config: dict) -> dict:
     """The configuration in force: with ``data`` set, the entries of ``config["fashion"]`` (the paper's FashionMNIST
     sizes, :data:`FASHION`; override them there) replace the digits ones, ``--quick`` or not."""

@@ -76,6 +76,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-obs", dest="n_obs", type=int, default=None, help="observations per data set")
 
 
+def check_config(config: dict) -> None:
+    """``tol`` >= 0 (0: no early stop) and ``n_obs`` >= 2, checked before any fit starts."""
+    from .._validate import check_int, check_scalar
+
+    check_scalar(config["tol"], "tol", non_negative=True)
+    check_int(config["n_obs"], "n_obs", minimum=2)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Closed forms
 # ---------------------------------------------------------------------------------------------------------------
@@ -246,6 +254,7 @@ def summarize(config: dict, seeds: list[dict]) -> dict:
         per[m] = {k: mean_se([r[k] for r in rows]) for k in _KEYS}
         per[m]["stop_reasons"] = {r: sum(row["stop_reason"] == r for row in rows)
                                   for r in sorted({row["stop_reason"] for row in rows})}
+        per[m]["converged"] = sum(bool(r.get("converged")) for r in rows)  # VIResult.converged: a criterion held
         per[m]["reached_1pct"] = sum(r["iterations_to_1pct"] is not None for r in rows)
         per[m]["reached_near"] = sum(r["iterations_to_near"] is not None for r in rows)
     closed = [s["closed_form_gap"] for s in seeds]
@@ -269,6 +278,7 @@ def summarize(config: dict, seeds: list[dict]) -> dict:
     findings["max_distance_to_family_optimum"] = {
         m: max(-s["methods"][m]["exact_minus_family_optimum"] for s in seeds) for m in methods}
     findings["early_stops"] = {m: per[m]["stop_reasons"].get("tol", 0) for m in methods}
+    findings["converged"] = {m: per[m]["converged"] for m in methods}
     fvi_it = per["F-VI"]["iterations_to_near"][0]
     findings["iterations_to_near_ratio_fvi_over"] = {
         m: (fvi_it / per[m]["iterations_to_near"][0] if per[m]["reached_near"] == len(seeds)
@@ -314,10 +324,13 @@ def table(summary: dict) -> str:
                  + ", ".join(f"{m} {f['max_abs_poly_gap'][m]:.3f} / {f['max_abs_poly_exact_gap'][m]:.3f}"
                              for m in f["max_abs_poly_gap"])
                  + f" nats -> within 1 nat: {f['polynomials_within_1_nat']}")
-    lines.append(f"F-VI converged: max distance to the F-VI optimum {f['fvi_max_distance_to_optimum']:.3f} nats; "
+    lines.append(f"F-VI: max distance to the F-VI optimum {f['fvi_max_distance_to_optimum']:.3f} nats; "
                  "distance of each fit to its family's optimum (max over seeds): "
                  + ", ".join(f"{m} {d:.3f}" for m, d in f["max_distance_to_family_optimum"].items()))
     lines.append("early stops (tol) per method: " + ", ".join(f"{m} {c}/{n}" for m, c in f["early_stops"].items()))
+    if "converged" in f:  # results.json written before the field existed have no count
+        lines.append("converged (tol test, or a flat ELBO trend at the end) per method: "
+                     + ", ".join(f"{m} {c}/{n}" for m, c in f["converged"].items()))
     lines.append(f"iterations to {st['near_nats']:g} nat of the optimum, F-VI / encoder: "
                  + ", ".join(f"{m} {'-' if r is None else f'{r:.2f}'}"
                              for m, r in f["iterations_to_near_ratio_fvi_over"].items())

@@ -64,9 +64,19 @@ def test_an_interrupted_run_keeps_finished_seeds_and_a_rerun_resumes(tmp_path, m
     assert any("resuming toy: 2 of 3 seeds" in line for line in lines)
     assert [s.get("marker") for s in payload["seeds"]] == ["kept", "kept", None]
     assert payload["summary"]["total"] == pytest.approx(_expected_total(range(3)), rel=1e-12)
-    # A changed configuration starts afresh.
-    fresh = run("toy", quick=False, out=tmp_path, figures=False, log=_quiet)
+    # A changed configuration is refused (nothing lost); with overwrite the old run is moved aside, not deleted.
+    with pytest.raises(ValueError, match=r"out must be a new folder or one holding this run's results; .* holds "
+                                         r"results of 'toy' with another configuration: size=3 \(now 5\)\. Choose "
+                                         r"another --out, or pass --overwrite"):
+        run("toy", quick=False, out=tmp_path, figures=False, log=_quiet)
+    fresh = run("toy", quick=False, out=tmp_path, figures=False, log=_quiet, overwrite=True)
     assert fresh["summary"]["total"] == pytest.approx(_expected_total(range(4), size=5), rel=1e-12)
+    aside = [p for p in tmp_path.parent.iterdir() if p.name.startswith(tmp_path.name + ".replaced-")]
+    assert len(aside) == 1 and json.loads((aside[0] / "results.json").read_text())["config"]["size"] == 3
+    # overwrite never resumes: the same configuration again is moved aside too (a second, distinct name)
+    again = run("toy", quick=False, out=tmp_path, figures=False, log=_quiet, overwrite=True)
+    assert again["summary"] == fresh["summary"]
+    assert len([p for p in tmp_path.parent.iterdir() if p.name.startswith(tmp_path.name + ".replaced-")]) == 2
 
 
 def test_figures_are_written_and_skipped_with_a_message_without_matplotlib(tmp_path, monkeypatch) -> None:
@@ -97,8 +107,57 @@ def test_cli_lists_runs_and_rejects_bad_input(tmp_path, capsys: pytest.CaptureFi
     assert "experiment must be one of" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["toy", "--jobs", "0"])
-    assert "--jobs must be a positive integer" in capsys.readouterr().err
+    assert "argument --jobs: must be a positive integer; got 0" in capsys.readouterr().err
     with pytest.raises(ValueError, match="config_overrides must name entries"):
         run("toy", out=tmp_path, config_overrides={"bogus": 1}, log=_quiet)
     with pytest.raises(ValueError, match="jobs must be"):
         run("toy", out=tmp_path, jobs=0, log=_quiet)
+
+
+def test_another_experiments_folder_is_refused_and_nothing_is_created_for_bad_options(tmp_path, capsys) -> None:
+    run("toy", quick=True, out=tmp_path / "d", figures=False, log=_quiet)
+    before = (tmp_path / "d" / "results.json").read_text()
+    with pytest.raises(SystemExit) as exc:
+        main(["linear", "--quick", "--no-figures", "--out", str(tmp_path / "d")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "holds results of the experiment 'toy'" in err and "--overwrite" in err and "usage:" in err
+    assert (tmp_path / "d" / "results.json").read_text() == before
+    bad = [(["toy", "--seeds", "-1"], "argument --seeds: must be a positive integer; got -1"),
+           (["toy", "--seeds", "two"], "argument --seeds: must be a positive integer; got 'two'"),
+           (["toy", "--jobs", "0"], "argument --jobs: must be a positive integer; got 0"),
+           (["toy", "--out", str(tmp_path / "d" / "results.json")], "out must be a folder; got"),
+           (["toy", "--out", str(tmp_path / "d" / "results.json" / "x")], "out must be a folder that can be created"),
+           (["linear", "--quick", "--tol", "-5", "--out", str(tmp_path / "new")], "tol must be >= 0; got -5.0"),
+           (["linear", "--quick", "--n-obs", "1", "--out", str(tmp_path / "new")], "n_obs must be >= 2; got 1"),
+           (["dgm", "--quick", "--data", str(tmp_path / "none.gz"), "--out", str(tmp_path / "new")],
+            "data must be a readable IDX image file")]
+    for argv, message in bad:
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and message in err and "Traceback" not in err, argv
+    assert not (tmp_path / "new").exists()  # validated before any folder was created
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs POSIX permissions and a non-root user")
+def test_an_unwritable_out_is_a_usage_error(tmp_path, capsys) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(SystemExit) as exc:
+            main(["toy", "--out", str(locked / "sub")])
+        assert exc.value.code == 2 and "out must be a writable folder" in capsys.readouterr().err
+    finally:
+        locked.chmod(0o700)
+
+
+def test_fit_warnings_are_recorded_per_seed_and_counted_in_the_log(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TOY_WARN", "1")
+    lines: list[str] = []
+    payload = run("toy", quick=True, seeds=2, out=tmp_path, figures=False, log=lines.append)
+    assert [s["fit_warnings"] for s in payload["seeds"]] == [
+        [{"category": "ConvergenceWarning", "message": f"seed {k}: F-VI fit ended while its ELBO was still rising"}]
+        for k in (0, 1)]
+    assert "seed 1: 1 fit warning(s) of non-convergence, 0 of divergence" in "\n".join(lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,11 @@ def config(quick: bool) -> dict:
 def run_seed(config: dict, seed: int, progress: bool) -> dict:
     if os.environ.get("TOY_FAIL_AT") == str(seed):
         raise KeyboardInterrupt  # what Ctrl-C raises in the middle of a seed
+    if os.environ.get("TOY_WARN"):  # what an unconverged fit inside a seed does
+        from avicore.optim import ConvergenceWarning
+
+        warnings.warn(f"seed {seed}: F-VI fit ended while its ELBO was still rising", ConvergenceWarning,
+                      stacklevel=2)
     draws = np.random.default_rng(seed).normal(size=config["size"])
     return {"draws": draws, "threads": os.environ.get("AVICORE_NUM_THREADS"), "pid": os.getpid()}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,7 @@ from avicore import AVI, FVI
 from avicore.encoders import MLP
 from avicore.gp import Bernoulli, Gaussian, Matern12, Poisson, mean_field_optimum
 from avicore.models import GaussianProcess
+from avicore.optim import ConvergenceWarning
 
 
 def _schedule(i: int) -> float:
@@ -33,8 +36,12 @@ def test_fvi_beats_avi_for_every_width(likelihood):
     fvi = FVI(model, n_samples=1, backend="numpy", elbo_samples=10).fit(data.x, n_iter=6000, lr=_schedule, seed=0)
     assert np.corrcoef(fvi.local_mean[:, 0], data.z[:, 0])[0, 1] > 0.9
     for width in (4, 16, 64):
-        avi = AVI(model, MLP(width), n_samples=1, backend="numpy", elbo_samples=10).fit(
-            data.x, n_iter=3000, lr=0.01, seed=0)
+        with warnings.catch_warnings():
+            # 3,000 iterations at lr 0.01 is a budget: A-VI can end still rising (~6e-4 nats an iteration, so
+            # converged=False and a ConvergenceWarning). The gap asserted is the gap at that budget.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            avi = AVI(model, MLP(width), n_samples=1, backend="numpy", elbo_samples=10).fit(
+                data.x, n_iter=3000, lr=0.01, seed=0)
         assert fvi.elbo - avi.elbo > 1.0, width
 
 

@@ -177,11 +177,15 @@ def test_minibatch_fits_improve_reconstruction_and_freeze_decoder_for_held_out(c
     model = BayesianDecoder(2, hidden=(16,), obs_dim=12, obs_scale=0.2)
     data = model.simulate(150, seed=0, theta=0.5 * np.random.default_rng(1).normal(size=model.global_dim))
     train, held_out = data.x[:120], data.x[120:]
-    fvi = avicore.FVI(model, n_samples=2, batch_size=40, elbo_samples=20).fit(train, n_iter=600, lr=0.02, seed=0,
-                                                                             progress=True)
+    # 600 iterations is a budget, not convergence: both fits end with the ELBO still rising and say so.
+    with pytest.warns(avicore.optim.ConvergenceWarning, match="F-VI fit ended .* still rising"):
+        fvi = avicore.FVI(model, n_samples=2, batch_size=40, elbo_samples=20).fit(train, n_iter=600, lr=0.02, seed=0,
+                                                                                 progress=True)
     assert "F-VI" in capsys.readouterr().err
-    avi = avicore.AVI(model, MLP(16), n_samples=2, batch_size=40, elbo_samples=20).fit(train, n_iter=600, lr=0.02,
-                                                                                    seed=0)
+    with pytest.warns(avicore.optim.ConvergenceWarning, match="A-VI fit ended .* still rising"):
+        avi = avicore.AVI(model, MLP(16), n_samples=2, batch_size=40, elbo_samples=20).fit(train, n_iter=600,
+                                                                                        lr=0.02, seed=0)
+    assert not fvi.converged and not avi.converged
     mean0, _ = model.init_global(train)
     baseline = float(np.mean((train - model.decode(np.zeros((120, 2)), mean0)) ** 2))  # z = 0, initial decoder
     for res in (fvi, avi):

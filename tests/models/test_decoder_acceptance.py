@@ -19,6 +19,7 @@ from __future__ import annotations
 import pytest
 
 from avicore.experiments import dgm
+from avicore.optim import ConvergenceWarning
 
 CONFIG = {**dgm.config(False), "eval_every": 50, "elbo_samples": 10}
 METHODS = ("F-VI", "MLP(1)", "MLP(16)", "MLP(64)", "Constant")
@@ -27,7 +28,10 @@ METHODS = ("F-VI", "MLP(1)", "MLP(16)", "MLP(64)", "Constant")
 @pytest.fixture(scope="module")
 def fits() -> dict[str, dict]:
     x, x_held = dgm._load(CONFIG, 0)
-    return {m: dgm.fit_method(CONFIG, m, x, x_held, 0, False) for m in METHODS}
+    # The experiment's fixed budget (300 epochs) ends with the ELBO still rising (~2 nats an iteration for F-VI):
+    # the fits report converged=False and warn. The comparisons below are at that equal budget.
+    with pytest.warns(ConvergenceWarning, match="fit ended .* while its ELBO was still rising"):
+        return {m: dgm.fit_method(CONFIG, m, x, x_held, 0, False) for m in METHODS}
 
 
 def test_narrow_encoders_plateau_at_least_30pct_above_fvi(fits: dict[str, dict]) -> None:
