@@ -357,6 +357,9 @@ class _Engine:
                 if converged:
                     stop_reason = "tol"
                     break
+                if getattr(self, "stationary", False):  # issue 19 hook: the model's own solver is at its fixed point
+                    stop_reason = "stationary"
+                    break
                 if callback is not None and callback(self._state(t + 1, elbo, monitor.running_mean())):
                     stop_reason = "callback"
                     break
@@ -367,7 +370,7 @@ class _Engine:
             warnings.warn(f"{self.method} fit diverged at iteration {done}: the ELBO estimate or its gradient is "
                           f"not finite (try a smaller lr); returning the last finite state, converged=False.",
                           DivergenceWarning, stacklevel=3)
-        converged = stop_reason == "tol" if tol is not None else stop_reason != "diverged"
+        converged = stop_reason in ("tol", "stationary") if tol is not None else stop_reason != "diverged"
         return self._result(monitor.trace, times[:done].copy(), done, converged, stop_reason, seconds)
 
     def _result(self, trace, trace_seconds, done, converged, stop_reason, seconds) -> VIResult:
@@ -517,6 +520,10 @@ class FVI(_Engine):
         # Double buffers: a dense step writes the new parameters into the spare, so the previous state survives.
         self.spare = (np.empty_like(self.glob), np.empty_like(self.mean), np.empty_like(self.log_scale))
         self.undo: tuple | None = None
+        # -- issue 19 hook: a model may update the locals itself (GaussianProcess: the mean-field fixed point) --
+        hook = getattr(model, "_fvi_local_solver", None)
+        self.local_solver = None if hook is None or self.batch_size is not None else hook(
+            x, backend=self.backend_resolved, global_q=self.global_q, fixed_global=self.fixed_global)
 
     def _local_pass(self, rows, theta, seed, step, scale):
         if rows is None:
@@ -535,6 +542,12 @@ class FVI(_Engine):
         new_glob = self.adam_global.step(self.glob, g_glob, out=spare_glob)
         self.spare = (self.glob, spare_mean, spare_ls)
         self.glob = new_glob
+        if rows is None and self.local_solver is not None:  # issue 19 hook: the model's step replaces Adam's
+            new_mean, new_ls, self.stationary = self.local_solver.step(self.spare[0], self.mean, self.log_scale)
+            self.spare = (self.spare[0], self.mean, self.log_scale)
+            self.mean, self.log_scale = new_mean, new_ls
+            self.undo = None
+            return all_finite(new_mean, new_ls)
         if rows is None:
             new_mean = self.adam_mean.step(self.mean, g_mean, out=spare_mean)
             new_ls = self.adam_log_scale.step(self.log_scale, g_log_scale, out=spare_ls, offset=1.0)
@@ -672,6 +685,11 @@ class AVI(_Engine):
         self.adam = Adam(self.params.shape, lr=self.lr, maximize=True)
         # Row-independent models are processed in memory-bounded chunks; coupled ones in one call.
         self.chunk = _AVI_CHUNK_ROWS if self.model.supports_minibatch else max(1, x.shape[0])
+        # -- issue 19 hook: a model may fit a linear encoder itself (GaussianProcess: Gauss–Newton steps) ----------
+        hook = getattr(self.model, "_avi_local_solver", None)
+        self.local_solver = None if hook is None or self.batch_size is not None or self.weight_decay else hook(
+            x, self.encoder, self.bound, self.design, backend=self.backend_resolved, global_q=self.global_q,
+            fixed_global=self.fixed_global)
 
     def _local_pass(self, rows, theta, seed, step, scale):
         phi = self.params[self.n_glob:]
@@ -710,6 +728,9 @@ class AVI(_Engine):
         self.adam.lr = lr
         grad = np.concatenate([g_glob, grads[0]])
         new = self.adam.step(self.params, grad, out=self.spare)
+        if self.local_solver is not None:  # issue 19 hook: the model's step replaces Adam's for the encoder
+            new[self.n_glob:], self.stationary = self.local_solver.step(self.params[:self.n_glob],
+                                                                        self.params[self.n_glob:])
         self.spare, self.params = self.params, new
         self.glob = self.params[:self.n_glob]
         return self.adam.finite
