@@ -109,17 +109,17 @@ class LinearEncoderSolver:
         slope = float(grad @ delta)
         if not slope > 0.0:
             return phi, value, 0.0
+        found = self._search(factor, phi, cols, delta, value, slope)
         if scale_block:
             # Far from the optimum (log sₙ off by many units, e.g. sd 1 where K⁻¹ asks for 1e-5) Gauss–Newton on
             # exp(2 log s) moves log s by about ½ an iteration; the least-squares projection of the per-row fixed
-            # points log sₙ* = −½ log((K⁻¹)ₙₙ + λₙ) gets there in one. Tried first, kept if it ascends.
+            # points log sₙ* = −½ log((K⁻¹)ₙₙ + λₙ) gets there in one. Both are tried; the higher ELBO is kept.
             target = -0.5 * np.log(d + lam) - self.jac_s @ phi
             projected = np.linalg.lstsq(J, target, rcond=1e-12)[0]
             if float(grad @ projected) > 0.0:
-                found = self._search(factor, phi, cols, projected, value, float(grad @ projected), min_alpha=0.25)
-                if found is not None:
-                    return found[0], found[1], 0.5 * slope
-        found = self._search(factor, phi, cols, delta, value, slope)
+                other = self._search(factor, phi, cols, projected, value, float(grad @ projected), min_alpha=0.25)
+                if other is not None and (found is None or other[1] > found[1]):
+                    found = other
         return (phi, value, 0.5 * slope) if found is None else (found[0], found[1], 0.5 * slope)
 
     def _search(self, factor: object, phi: np.ndarray, cols: np.ndarray, delta: np.ndarray, value: float,
