@@ -87,9 +87,13 @@ def _node_terms_numpy(code: int, params: np.ndarray, y: np.ndarray, f: np.ndarra
         s = 2.0 * y - 1.0
         u = s * f
         log_cdf = log_ndtr(u)
-        lam = np.exp(-0.5 * u * u - HALF_LOG_2PI - log_cdf)
         tail = u <= PROBIT_SWITCH
-        c = np.where(tail, _mills_c_numpy(np.where(tail, -u, 10.0)), lam + u)
+        # In the tail λ = x + c(x) (x = −u) from the continued fraction, as the compiled kernels do: there
+        # exp(−u²/2 − ½log 2π − log Φ(u)) subtracts two numbers of size u²/2 and loses every digit (m = −1e8).
+        c_tail = _mills_c_numpy(np.where(tail, -u, 10.0))
+        with np.errstate(over="ignore"):
+            lam = np.where(tail, -u + c_tail, np.exp(np.where(tail, 0.0, -0.5 * u * u - HALF_LOG_2PI - log_cdf)))
+        c = np.where(tail, c_tail, lam + u)
         return log_cdf, s * lam, -lam * c
     if code == CODE_STUDENT_T:
         log_norm, a, nu1 = params[0], params[1], params[2]
