@@ -42,12 +42,20 @@ def curvature(grad_var: np.ndarray) -> np.ndarray:
     return np.maximum(-2.0 * grad_var, 0.0)
 
 
-def whitened_newton(L: np.ndarray, lam: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """δ solving (I + Lᵀ diag(lam) L) δ = b, by one Cholesky factorisation (O(N³))."""
-    A = np.sqrt(lam)[:, None] * L
-    B = A.T @ A
-    B[np.diag_indices_from(B)] += 1.0
-    return cho_solve((cholesky(B, lower=True, check_finite=False), True), b, check_finite=False)
+def whitened_newton(factor: object, lam: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """δ solving (I + Lᵀ diag(lam) L) δ = b, with LLᵀ = K + jitter·I the prior ``factor``'s Cholesky factor.
+
+    By Woodbury, (I + LᵀΛL)⁻¹ = I − LᵀΛ^½ B⁻¹ Λ^½L with B = I + Λ^½(K + jitter·I)Λ^½ (eigenvalues ≥ 1): B is
+    formed in O(N²) from K itself, so the cost is one Cholesky factorisation of B (N³/3 flops) and two triangular
+    matvecs.
+    """
+    root = np.sqrt(lam)
+    B = factor.K * root[:, None]  # one N² temporary, scaled in place
+    B *= root[None, :]
+    B[np.diag_indices_from(B)] += 1.0 + factor.jitter * lam
+    c = root * lower_matvec(factor.L, b)
+    w = cho_solve((cholesky(B, lower=True, check_finite=False, overwrite_a=True), True), c, check_finite=False)
+    return b - lower_t_matvec(factor.L, root * w)
 
 
 def likelihood_start(likelihood: object, y: np.ndarray) -> np.ndarray | None:

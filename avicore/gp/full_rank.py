@@ -185,7 +185,7 @@ class FullRankVI:
             a = lower_matvec(Linv, mean)
             terms = ell(mean, var)
             b = lower_t_matvec(L, terms.grad_mean) - a
-            delta = whitened_newton(L, curvature(terms.grad_var), b)
+            delta = whitened_newton(model._factor, curvature(terms.grad_var), b)
 
             def objective(a_try: np.ndarray, var: np.ndarray = var, s_terms: float = s_terms) -> float:
                 return elbo(lower_matvec(L, a_try), var, s_terms)

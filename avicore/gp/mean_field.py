@@ -148,7 +148,7 @@ class MeanFieldSolver:
         a = lower_matvec(factor.Linv, mean)
         ell = self._ell(mean, var)
         b = lower_t_matvec(factor.L, ell.grad_mean) - a
-        delta = whitened_newton(factor.L, curvature(ell.grad_var), b)
+        delta = whitened_newton(factor, curvature(ell.grad_var), b)
         slope = float(b @ delta)
         objective = self._mean_objective(factor, var)
         alpha, _ = line_search(objective, a, delta, objective(a), slope)
