@@ -76,8 +76,9 @@ class VIResult:
         Iterations run (fewer than asked when the fit converged, diverged or a callback stopped it).
     converged : bool
         With ``tol``: the running-mean criterion was met. Without: the fit ran to its end without diverging.
-    stop_reason : {"n_iter", "tol", "callback", "diverged"}
-        Why the optimisation stopped.
+    stop_reason : {"n_iter", "tol", "callback", "diverged", "stationary"}
+        Why the optimisation stopped ("stationary": the model's own solver of the locals reached its fixed point,
+        e.g. :class:`~avicore.models.GaussianProcess`; ``converged`` is then True, and False if it never did).
     seconds : float
         Wall time of the optimisation (the final ELBO estimate excluded).
     method : {"F-VI", "A-VI"}
@@ -371,6 +372,8 @@ class _Engine:
                           f"not finite (try a smaller lr); returning the last finite state, converged=False.",
                           DivergenceWarning, stacklevel=3)
         converged = stop_reason in ("tol", "stationary") if tol is not None else stop_reason != "diverged"
+        if getattr(getattr(self, "local_solver", None), "stops", False):  # issue 19 hook: the solver's criterion
+            converged = stop_reason == "stationary"
         return self._result(monitor.trace, times[:done].copy(), done, converged, stop_reason, seconds)
 
     def _result(self, trace, trace_seconds, done, converged, stop_reason, seconds) -> VIResult:

@@ -207,6 +207,19 @@ class GaussianProcess(LatentVariableModel):
         vec = as_float_array(theta, "theta", shape=(self.global_dim,))
         return {name.removeprefix("log_"): float(np.exp(v)) for name, v in zip(self.global_names, vec)}
 
+    def init_local(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """q(fₙ) starts at mean 0 and sd 1 — or, when hyperparameters are fitted, sd 1/√((K⁻¹)ₙₙ), the prior sd of
+        fₙ given every other f.
+
+        With fitted hyperparameters the sd of 1 puts −½ Σₙ (K⁻¹)ₙₙ ≈ −10¹⁰ nats in the first ELBO for smooth kernels,
+        and its gradient in the hyperparameters is as large: Adam's second moment then holds their steps near zero
+        for thousands of iterations (measured: Matérn-5/2, N = 60, the lengthscale stuck at 0.59 instead of 0.084).
+        """
+        n = x.shape[0]
+        if self.global_dim == 0:
+            return np.zeros((n, 1)), np.zeros((n, 1))
+        return np.zeros((n, 1)), (-0.5 * np.log(self.Kinv_diag)).reshape(-1, 1)
+
     def init_global(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """q(θ) starts at the kernel's log-hyperparameters, with sd 0.1."""
         return self.kernel.params[list(self._fit_index)], np.full(self.global_dim, math.log(0.1))

@@ -156,3 +156,34 @@ def test_polynomial_encoder_reaches_the_least_squares_mean_coefficients(kernel, 
     np.testing.assert_allclose(w_fit, w_ref, rtol=0, atol=1e-4 * np.abs(w_ref).max())
     fvi = FVI(model, n_samples=1, elbo_samples=4).fit(y, n_iter=50, lr=0.05, seed=0)
     assert res.elbo <= fvi.elbo + 1e-6
+
+
+def test_fit_that_never_reaches_the_fixed_point_is_not_converged():
+    model = _model(RBF(1.5, 0.4), Poisson(), np.linspace(0.0, 3.0, 100))
+    y = model.simulate(seed=0).x
+    res = FVI(model, n_samples=1, elbo_samples=4).fit(y, n_iter=1, lr=0.05, seed=0)
+    assert res.stop_reason == "n_iter" and not res.converged
+
+
+def test_smooth_kernel_lengthscale_fit_is_the_maximiser_of_the_closed_form_mean_field_elbo():
+    # Hyperparameters still fit (Adam on θ, point q(θ)) while the locals take fixed-point steps. Reference: the
+    # closed-form mean-field ELBO profile over log ℓ, maximised by scipy (independent of the engine).
+    from scipy.optimize import minimize_scalar
+
+    t, noise = np.linspace(0.0, 3.0, 60), 0.09
+    y = _model(RBF(1.0, 0.3), Gaussian(noise), t).simulate(seed=3).x
+
+    def profile(log_ls: float) -> float:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", JitterWarning)
+            return -mean_field_optimum(RBF(1.0, np.exp(log_ls))(t), y[:, 0], noise).elbo
+
+    ref = minimize_scalar(profile, bounds=(np.log(0.05), np.log(3.0)), method="bounded", options={"xatol": 1e-6})
+    model = _model(RBF(1.0, 0.8), Gaussian(noise), t, fit=("log_lengthscale",))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", JitterWarning)
+        res = FVI(model, global_q="point", n_samples=1, elbo_samples=4).fit(
+            y, n_iter=600, lr=lambda i: 0.05 if i < 400 else 0.005, seed=0)
+    assert res.stop_reason == "n_iter"
+    assert res.global_mean[0] == pytest.approx(ref.x, abs=0.02)
+    assert res.elbo == pytest.approx(-ref.fun, abs=0.1)
