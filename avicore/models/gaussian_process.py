@@ -27,6 +27,13 @@ Poisson counts at N = 500 from a Matérn-1/2 of lengthscale 0.1 (variance held),
 likelihood, :func:`avicore.gp.fit_marginal_likelihood` maximises the exact log p(y) instead (within 20 % of the
 simulating lengthscale at N = 500 in ``tests/gp/test_hyperparameters.py``).
 
+How the engines fit the locals: the prior term's gradient in m is −K⁻¹m, whose entries reach 10¹⁰ for smooth kernels
+(RBF, Matérn-5/2) on dense inputs, so Adam on (mₙ, log sₙ) barely moves there. By default (``local_solver=
+"fixed-point"``) :class:`avicore.FVI` therefore updates the locals by the mean-field fixed point / Newton iteration of
+:mod:`avicore.gp.mean_field` (the optimum in a few iterations for any kernel; the fit stops with
+``stop_reason="stationary"``) and :class:`avicore.AVI` fits Constant and Polynomial encoders by Gauss–Newton steps
+(:mod:`avicore.gp.amortized`); MLP encoders, and a Gaussian q(θ) over fitted hyperparameters, keep Adam.
+
 ``local_terms`` therefore returns the same value for every Monte-Carlo sample. The prior couples every latent, so
 the engines pass all rows in order (``supports_minibatch = False``).
 """
