@@ -171,11 +171,12 @@ class FitHealth:
     def verdict(self, stop_reason: str) -> tuple[bool, str | None]:
         """(converged, warning text or None) for a fit that ended with ``stop_reason``.
 
-        ``"tol"``: converged. ``"diverged"``: not. Otherwise, with ``tol``: not converged (its test did not hold);
+        ``"tol"`` and ``"stationary"`` (a model's own solver at its fixed point): converged. ``"diverged"``: not.
+        Otherwise, with ``tol``: not converged (its test did not hold);
         without: converged when the trend is measurable (>= 100 estimates) and not significant. Either way a
         significant trend gives a warning text naming the change per iteration.
         """
-        if stop_reason == "tol":
+        if stop_reason in ("tol", "stationary"):
             return True, None
         if stop_reason == "diverged":
             return False, None

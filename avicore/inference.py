@@ -81,8 +81,11 @@ class VIResult:
         half of the trace (:meth:`avicore.optim.ConvergenceMonitor.trend`, >= 100 iterations needed) is within
         TREND_T = 4 standard errors of flat. False for a diverged fit, a fit too short to test, and a fit whose ELBO
         still rises (which also warns with :class:`~avicore.optim.ConvergenceWarning`).
-    stop_reason : {"n_iter", "tol", "callback", "diverged"}
+    stop_reason : {"n_iter", "tol", "callback", "diverged", "stationary"}
         Why the optimisation loop ended (a record, not a verdict: "n_iter" does not mean converged).
+        "stationary": the model's own solver of the locals reached its fixed point (e.g.
+        :class:`~avicore.models.GaussianProcess`); ``converged`` is then True. A fit whose model solver never
+        reached its fixed point is not converged.
     state_iteration : int
         Number of updates applied to the state this result holds: ``n_iter`` normally; for a diverged fit, the
         iteration of the best ELBO estimate seen (``trace[state_iteration]`` is that estimate), whose state is
@@ -399,6 +402,9 @@ class _Engine:
                 if converged:
                     stop_reason = "tol"
                     break
+                if getattr(self, "stationary", False):  # issue 19 hook: the model's own solver is at its fixed point
+                    stop_reason = "stationary"
+                    break
                 if callback is not None and callback(self._state(t + 1, elbo, monitor.running_mean())):
                     stop_reason = "callback"
                     break
@@ -412,6 +418,11 @@ class _Engine:
                 self._restore_best()
                 state_iteration = health.best_index
         converged, message = health.verdict(stop_reason)
+        if getattr(getattr(self, "local_solver", None), "stops", False) and stop_reason != "stationary":
+            # issue 19 hook: the model's solver has its own criterion (its fixed point), which did not hold
+            converged = False
+            message = message or (f"{self.method} fit ended ({stop_reason!r}) before the model's solver of the "
+                                  f"locals reached its fixed point; converged=False: run more iterations.")
         if message is not None:
             warnings.warn(message, ConvergenceWarning, stacklevel=3)
         return self._result(monitor.trace, times[:done].copy(), done, converged, stop_reason, state_iteration,
@@ -586,6 +597,10 @@ class FVI(_Engine):
         self.adam_log_scale = Adam(self.mean.shape, lr=self.lr, maximize=True)
         # The best state seen (allocated once, written when the ELBO estimate sets a new best).
         self.best = (np.empty_like(self.glob), np.empty_like(self.mean), np.empty_like(self.log_scale))
+        # -- issue 19 hook: a model may update the locals itself (GaussianProcess: the mean-field fixed point) --
+        hook = getattr(model, "_fvi_local_solver", None)
+        self.local_solver = None if hook is None or self.batch_size is not None else hook(
+            x, backend=self.backend_resolved, global_q=self.global_q, fixed_global=self.fixed_global)
 
     def _local_pass(self, rows, theta, seed, step, scale):
         if rows is None:
@@ -599,7 +614,14 @@ class FVI(_Engine):
     def _apply(self, g_glob, grads, rows, lr):
         g_mean, g_log_scale = grads
         self.adam_global.lr = self.adam_mean.lr = self.adam_log_scale.lr = lr
+        solver = self.local_solver if rows is None else None
+        old_glob = self.glob.copy() if solver is not None else None  # the solver steps at the θ of this pass
         self.adam_global.step(self.glob, g_glob, out=self.glob)
+        if solver is not None:  # issue 19 hook: the model's step replaces Adam's for the locals
+            new_mean, new_ls, self.stationary = solver.step(old_glob, self.mean, self.log_scale)
+            self.mean[...] = new_mean
+            self.log_scale[...] = new_ls
+            return all_finite(new_mean, new_ls)
         if rows is None:
             self.adam_mean.step(self.mean, g_mean, out=self.mean)
             self.adam_log_scale.step(self.log_scale, g_log_scale, out=self.log_scale, offset=1.0)
@@ -735,6 +757,11 @@ class AVI(_Engine):
         self.adam = Adam(self.params.shape, lr=self.lr, maximize=True)
         # Row-independent models are processed in memory-bounded chunks; coupled ones in one call.
         self.chunk = _AVI_CHUNK_ROWS if self.model.supports_minibatch else max(1, x.shape[0])
+        # -- issue 19 hook: a model may fit a linear encoder itself (GaussianProcess: Gauss–Newton steps) ----------
+        hook = getattr(self.model, "_avi_local_solver", None)
+        self.local_solver = None if hook is None or self.batch_size is not None or self.weight_decay else hook(
+            x, self.encoder, self.bound, self.design, backend=self.backend_resolved, global_q=self.global_q,
+            fixed_global=self.fixed_global)
 
     def _local_pass(self, rows, theta, seed, step, scale):
         phi = self.params[self.n_glob:]
@@ -775,7 +802,10 @@ class AVI(_Engine):
     def _apply(self, g_glob, grads, rows, lr):
         self.adam.lr = lr
         grad = np.concatenate([g_glob, grads[0]])
+        old = self.params.copy() if self.local_solver is not None else None
         self.adam.step(self.params, grad, out=self.params)
+        if self.local_solver is not None:  # issue 19 hook: the model's step replaces Adam's for the encoder
+            self.params[self.n_glob:], self.stationary = self.local_solver.step(old[:self.n_glob], old[self.n_glob:])
         return self.adam.finite
 
     def _keep_best(self):

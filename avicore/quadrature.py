@@ -126,7 +126,10 @@ def expected_log_lik(likelihood: object, y: object, mean: object, var: object, *
     of g = log p(y | ·), evaluated without overflow for any mean (log-sigmoid through softplus, the probit
     through erfc and, in the far tail, a continued fraction for the Mills ratio). The gradients are those of
     the quadrature rule itself only up to quadrature error. Cost: O(n · K); the compiled backends make
-    one pass over the points, in parallel, with no (N, K) temporaries.
+    one pass over the points, in parallel, with no (N, K) temporaries. Points whose sd is too wide for K nodes to
+    resolve the likelihood's feature (sd > 0.3 τ √(K/20), τ = π for Bernoulli, √(ν s²) for Student-t) take a
+    composite Gauss–Legendre rule around the feature instead, on every backend (relative error ~1e-13 at any
+    variance; :func:`avicore.kernels.quadrature.wide_rows`).
 
     Examples
     --------

@@ -4,6 +4,9 @@
   with log-scale hyperparameters and Gram-matrix gradients.
 - :mod:`avicore.gp.likelihoods`: ``Gaussian``, ``Poisson``, ``Bernoulli``, ``StudentT``.
 - :mod:`avicore.gp.full_rank`: ``FullRankVI``, the full-covariance Gaussian family (reference for F-VI).
+- :mod:`avicore.gp.mean_field`: the mean-field fixed point / Newton iteration that :class:`avicore.FVI` runs on the
+  locals of a GP model (any kernel, however ill-conditioned); :mod:`avicore.gp.amortized`: Gauss–Newton steps on
+  encoders linear in their parameters (Constant, Polynomial) for :class:`avicore.AVI`.
 - :mod:`avicore.gp.exact`: posterior, log marginal likelihood and the mean-field optimum for a Gaussian
   likelihood; a Cholesky factorisation with jitter escalation.
 - :mod:`avicore.gp.hyperparameters`: ``fit_marginal_likelihood``, hyperparameters by exact type-II maximum

@@ -82,14 +82,21 @@ class FullRankVI:
         return value, ell.grad_mean - alpha, g_chol
 
     def fit_fixed_point(self, y: object, *, max_iter: int = 200, tol: float = 1e-9) -> FullRankResult:
-        """The optimum of the family by the fixed point S⁻¹ = K⁻¹ + diag(λ) (log-concave likelihoods).
+        """The optimum of the family by the fixed point S⁻¹ = K⁻¹ + diag(λ) with damped Newton steps in m.
 
         At a stationary point of the ELBO in (m, S): ∂/∂S = diag(g_v) − ½K⁻¹ + ½S⁻¹ = 0 and g_m = K⁻¹m, with
-        (g_m, g_v) the gradients of Σ E_q[log p(yₙ | fₙ)] in the marginal means and variances. Each step sets
-        λ = −2 g_v, P = K⁻¹ + diag(λ), m ← P⁻¹(λ ⊙ m + g_m) (a Newton step in m, Hessian −P) and the marginal
-        variances to diag(P⁻¹). With a Gaussian likelihood one step gives the exact posterior; Poisson and Bernoulli
-        converge in a handful of O(N³) steps where Adam needs thousands. Student-t is not log-concave (λ may be
-        negative; it is floored at 1e-12): use :meth:`fit` for it.
+        (g_m, g_v) the gradients of Σ E_q[log p(yₙ | fₙ)] in the marginal means and variances. Each iteration
+
+        1. sets λ = −2 g_v (floored at 0) and S = (K⁻¹ + diag λ)⁻¹, moving λ back towards its previous value
+           (halving the move) while the ELBO would fall;
+        2. takes a Newton step in m (Hessian −(K⁻¹ + diag λ)) with a backtracking line search on the ELBO.
+
+        Both blocks only ever increase the ELBO, so the iteration converges from any start; it starts from m = 0
+        or a data-driven mean (the log of the counts, y itself), whichever has the higher ELBO. S and the Newton
+        system are handled in whitened form, S = L(I + LᵀΛL)⁻¹Lᵀ with K + jitter·I = LLᵀ, so K⁻¹ is never
+        formed (smooth kernels: cond(K) ~ 10¹⁵). With a Gaussian likelihood one step gives the exact posterior;
+        Poisson counts up to 10⁴ and Bernoulli labels converge in a few to ~20 steps. Student-t is not
+        log-concave (λ may be negative; it is floored at 0): the steps still ascend, but :meth:`fit` explores more.
 
         Parameters
         ----------
@@ -121,32 +128,79 @@ class FullRankVI:
         with _config.serial_blas():
             return self._fixed_point(arr, max_iter, tol)
 
-    def _fixed_point(self, y: np.ndarray, max_iter: int, tol: float) -> FullRankResult:
-        from scipy.linalg import cho_solve, solve_triangular
+    def _covariance(self, lam: np.ndarray) -> tuple[np.ndarray, float]:
+        """S = (K⁻¹ + diag λ)⁻¹ as a square root R (S = RRᵀ), and the λ-dependent ELBO terms of S,
+        −½ tr(K⁻¹S) + ½ log|S| + ½ log|K| = −½‖L_B⁻¹‖²_F − Σ log (L_B)ᵢᵢ, with B = I + LᵀΛL = L_B L_Bᵀ."""
+        from scipy.linalg import cholesky, solve_triangular
 
+        L = self.model.L
+        A = np.sqrt(lam)[:, None] * L
+        B = A.T @ A
+        B[np.diag_indices_from(B)] += 1.0
+        L_B = cholesky(B, lower=True, check_finite=False)
+        L_B_inv = solve_triangular(L_B, np.eye(L.shape[0]), lower=True, check_finite=False)
+        return L @ L_B_inv.T, -0.5 * float((L_B_inv * L_B_inv).sum()) - float(np.log(np.diag(L_B)).sum())
+
+    def _fixed_point(self, y: np.ndarray, max_iter: int, tol: float) -> FullRankResult:
         from ..quadrature import expected_log_lik
+        from ._newton import curvature, likelihood_start, line_search, lower_matvec, lower_t_matvec, whitened_newton
 
         model = self.model
-        n = model.n
-        eye = np.eye(n)
-        Kinv = cho_solve((model.L, True), eye, check_finite=False)  # of K + jitter·I, as the model's prior term
-        mean, lam, var = np.zeros(n), np.ones(n), np.diag(model.K).copy()
-        Li = eye
+        n, L, Linv = model.n, model.L, model._Linv
+
+        def ell(m: np.ndarray, var: np.ndarray):
+            with np.errstate(over="ignore", invalid="ignore"):
+                return expected_log_lik(model.likelihood, y, m, var, backend="numpy")
+
+        def elbo(m: np.ndarray, var: np.ndarray, s_terms: float) -> float:
+            """The ELBO up to the constant −½ log|K| + N/2 (−inf where it overflows)."""
+            a = lower_matvec(Linv, m)
+            value = float(ell(m, var).value.sum()) - 0.5 * float(a @ a) + s_terms
+            return value if np.isfinite(value) else -np.inf
+
+        lam = np.zeros(n)
+        R, s_terms = self._covariance(lam)
+        var = (R * R).sum(axis=1)
+        mean = np.zeros(n)
+        start = likelihood_start(model.likelihood, y)
+        if start is not None and elbo(start, var, s_terms) > elbo(mean, var, s_terms):
+            mean = start
         converged, iterations = False, 0
         while iterations < max_iter:
             iterations += 1
-            ell = expected_log_lik(model.likelihood, y, mean, var, backend="numpy")
-            lam_new = np.maximum(-2.0 * ell.grad_var, 1e-12)
-            L_P = np.linalg.cholesky(Kinv + np.diag(lam_new))
-            mean_new = cho_solve((L_P, True), lam_new * mean + ell.grad_mean, check_finite=False)
-            Li = solve_triangular(L_P, eye, lower=True, check_finite=False)  # P⁻¹ = Liᵀ Li
-            step = max(float(np.abs(mean_new - mean).max()),
-                       float(np.abs(lam_new - lam).max()) / max(1.0, float(np.abs(lam).max())))
-            mean, lam, var = mean_new, lam_new, (Li * Li).sum(axis=0)
+            # 1. The covariance block: the fixed point in λ, damped while the ELBO would fall.
+            value = elbo(mean, var, s_terms)
+            target = curvature(ell(mean, var).grad_var)
+            for _ in range(60):
+                R_try, s_try = self._covariance(target)
+                var_try = (R_try * R_try).sum(axis=1)
+                if elbo(mean, var_try, s_try) >= value - 1e-12 * abs(value):
+                    break
+                target = 0.5 * (target + lam)
+            else:
+                target, R_try, s_try, var_try = lam, R, s_terms, var
+            lam_change = float(np.abs(target - lam).max()) / max(1.0, float(np.abs(lam).max()))
+            lam, R, s_terms, var = target, R_try, s_try, var_try
+            # 2. The mean block: a Newton step with a line search (whitened: m = L a).
+            a = lower_matvec(Linv, mean)
+            terms = ell(mean, var)
+            b = lower_t_matvec(L, terms.grad_mean) - a
+            delta = whitened_newton(model._factor, curvature(terms.grad_var), b)
+
+            def objective(a_try: np.ndarray, var: np.ndarray = var, s_terms: float = s_terms) -> float:
+                return elbo(lower_matvec(L, a_try), var, s_terms)
+
+            alpha, _ = line_search(objective, a, delta, objective(a), float(b @ delta))
+            new_mean = lower_matvec(L, a + alpha * delta) if alpha > 0.0 else mean
+            step = max(float(np.abs(new_mean - mean).max()), lam_change)
+            mean = new_mean
             if step < tol:
                 converged = True
                 break
-        return self._result(y, mean, np.linalg.cholesky(Li.T @ Li), iterations, converged)
+        # The lower Cholesky factor of S = RRᵀ from the QR factorisation of Rᵀ (no ill-conditioned product formed).
+        upper = np.linalg.qr(R.T, mode="r")
+        chol = upper.T * np.where(np.diag(upper) < 0, -1.0, 1.0)
+        return self._result(y, mean, np.ascontiguousarray(chol), iterations, converged)
 
     def _result(self, y: np.ndarray, mean: np.ndarray, chol: np.ndarray, iterations: int,
                 converged: bool | None) -> FullRankResult:

@@ -116,6 +116,10 @@ def fit_marginal_likelihood(kernel: Kernel, likelihood: Gaussian, inputs: object
                          f"got {y_arr.shape}.")
     y_arr = y_arr.reshape(-1)
     index = list(fit_indices(fit, kernel))
+    if (fit_noise or index) and not np.any(y_arr):
+        raise ValueError("y must not be zero everywhere when hyperparameters are fitted: log p(y) then grows without "
+                         "bound as the variances shrink to 0, so no maximiser exists; got y == 0 for all "
+                         f"{y_arr.size} points. Hold the hyperparameters (fit=False, fit_noise=False) or add data.")
     max_iter = check_int(max_iter, "max_iter", minimum=1)
     base = kernel.params
     start = np.concatenate([base[index], likelihood.params if fit_noise else []])
@@ -125,7 +129,10 @@ def fit_marginal_likelihood(kernel: Kernel, likelihood: Gaussian, inputs: object
     def unpack(vec: np.ndarray) -> tuple[Kernel, float]:
         params = base.copy()
         params[index] = vec[:len(index)]
-        return kernel.with_params(params), float(np.exp(vec[-1])) if fit_noise else noise0
+        noise = float(np.exp(vec[-1])) if fit_noise else noise0
+        if not noise > 0.0:
+            raise ValueError(f"noise must be > 0; got exp({float(vec[-1])!r}) = 0.0 (underflow)")
+        return kernel.with_params(params), noise
 
     def negative(vec: np.ndarray) -> tuple[float, np.ndarray]:
         count[0] += 1
@@ -133,7 +140,7 @@ def fit_marginal_likelihood(kernel: Kernel, likelihood: Gaussian, inputs: object
         try:
             K, dK = k.gram_and_grads(x)
             value, grad = log_marginal_likelihood_grad(K, dK, y_arr, noise)
-        except CholeskyError:
+        except (CholeskyError, ValueError):  # no factorisation, or a log-parameter past float64's range
             return np.inf, np.zeros_like(vec)
         g = np.concatenate([grad[index], grad[-1:] if fit_noise else []])
         return -value, -g
@@ -145,6 +152,11 @@ def fit_marginal_likelihood(kernel: Kernel, likelihood: Gaussian, inputs: object
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", JitterWarning)
         opt = minimize(negative, start, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
-    k, noise = unpack(opt.x)
+    try:
+        k, noise = unpack(opt.x)
+    except ValueError as err:
+        raise ValueError(f"fit_marginal_likelihood ran a hyperparameter to the edge of float64 (log values "
+                         f"{opt.x.tolist()}): log p(y) keeps rising as it shrinks or grows, so there is no finite "
+                         f"maximiser for these data ({err}). Hold that hyperparameter or start elsewhere.") from None
     value = log_marginal_likelihood(k(x), y_arr, noise)  # warns here if the answer itself needs jitter
     return MarginalLikelihoodFit(k, Gaussian(noise), float(value), count[0], bool(opt.success), str(opt.message))

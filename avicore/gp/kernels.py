@@ -11,7 +11,8 @@ Stationary kernels, with r² = Σ_d (x_d − y_d)² / ℓ_d² (one lengthscale, 
     Matern12  σ² exp(−r)
     Matern32  σ² (1 + √3 r) exp(−√3 r)
     Matern52  σ² (1 + √5 r + 5r²/3) exp(−√5 r)
-    Periodic  σ² exp(−2 Σ_d sin²(π |x_d − y_d| / p) / ℓ²)          (MacKay; GPyTorch's and sklearn's convention)
+    Periodic  σ² exp(−2 Σ_d sin²(π |x_d − y_d| / p) / ℓ²)          (MacKay; GPyTorch's convention; sklearn's
+                                                                     ExpSineSquared only in 1-D, see Periodic)
 
 Inputs are 1-D arrays (one input dimension) or (n, D) arrays.
 """
@@ -327,6 +328,12 @@ class Periodic(Kernel):
         ℓ > 0.
     period : float
         p > 0. The log-hyperparameters are ``("log_variance", "log_lengthscale", "log_period")``.
+
+    Notes
+    -----
+    With D > 1 input dimensions the sin² terms are summed over the dimensions (a product of 1-D periodic kernels,
+    as GPyTorch's ``PeriodicKernel``). scikit-learn's ``ExpSineSquared`` instead takes sin² of the Euclidean
+    distance, σ² exp(−2 sin²(π ‖x − y‖ / p) / ℓ²): the two agree only for 1-D inputs.
 
     Examples
     --------

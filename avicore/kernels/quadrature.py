@@ -60,6 +60,18 @@ LOG_DBL_MAX = 709.782712893384
 PROBIT_SWITCH = -5.0
 #: Depth of that continued fraction (terms 2..MILLS_DEPTH).
 MILLS_DEPTH = 30
+#: Wide factors (see :func:`wide_rows`): a K-node Gauss–Hermite rule is trusted while sd ≤ WIDE_RESOLVE · τ · √(K/20),
+#: τ the likelihood's feature scale (the half-width of the strip around the real axis where log p(y | ·) is analytic:
+#: π for logit, whose poles sit at u = ±iπ, and probit; √(ν s²) for Student-t). Measured against adaptive quadrature:
+#: sd/τ = 0.32 gives 2e-9 relative error at K = 20 (logit), sd/τ = 1 gives 4e-3, and Student-t(4, 0.3) at sd = 1 (sd/τ
+#: = 1.7) 19 %.
+WIDE_RESOLVE = 0.3
+#: The composite rule for wide factors: Gauss–Legendre nodes per panel, the range |x| ≤ WIDE_RANGE of the standard
+#: normal variable x = (f − m)/sd (mass outside: 1.5e-23), uniform breakpoints every WIDE_UNIFORM, rows per block.
+WIDE_PANEL_NODES = 16
+WIDE_RANGE = 10.0
+WIDE_UNIFORM = 0.5
+WIDE_BLOCK = 2048
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -87,9 +99,13 @@ def _node_terms_numpy(code: int, params: np.ndarray, y: np.ndarray, f: np.ndarra
         s = 2.0 * y - 1.0
         u = s * f
         log_cdf = log_ndtr(u)
-        lam = np.exp(-0.5 * u * u - HALF_LOG_2PI - log_cdf)
         tail = u <= PROBIT_SWITCH
-        c = np.where(tail, _mills_c_numpy(np.where(tail, -u, 10.0)), lam + u)
+        # In the tail λ = x + c(x) (x = −u) from the continued fraction, as the compiled kernels do: there
+        # exp(−u²/2 − ½log 2π − log Φ(u)) subtracts two numbers of size u²/2 and loses every digit (m = −1e8).
+        c_tail = _mills_c_numpy(np.where(tail, -u, 10.0))
+        with np.errstate(over="ignore"):
+            lam = np.where(tail, -u + c_tail, np.exp(np.where(tail, 0.0, -0.5 * u * u - HALF_LOG_2PI - log_cdf)))
+        c = np.where(tail, c_tail, lam + u)
         return log_cdf, s * lam, -lam * c
     if code == CODE_STUDENT_T:
         log_norm, a, nu1 = params[0], params[1], params[2]
@@ -214,6 +230,66 @@ def _expected_log_lik_numba(code, params, y, mean, var, nodes, weights, value, g
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Wide factors: a composite Gauss–Legendre rule around the likelihood's feature (every backend)
+# ---------------------------------------------------------------------------------------------------------------
+
+def feature_scale(code: int, params: np.ndarray) -> float:
+    """τ: the scale on which log p(y | f) varies (inf for the closed forms, which need no rule)."""
+    if code in (CODE_BERNOULLI_LOGIT, CODE_BERNOULLI_PROBIT):
+        return math.pi
+    if code == CODE_STUDENT_T:
+        return math.sqrt(params[1])
+    return math.inf
+
+
+def wide_rows(code: int, params: np.ndarray, var: np.ndarray, n_nodes: int) -> np.ndarray:
+    """Rows whose sd is too wide for a K-node Gauss–Hermite rule: sd > WIDE_RESOLVE · τ · √(K/20)."""
+    tau = feature_scale(code, params)
+    if not math.isfinite(tau):
+        return np.empty(0, dtype=np.int64)
+    limit = WIDE_RESOLVE * tau * math.sqrt(n_nodes / 20.0)
+    return np.flatnonzero(var > limit * limit)
+
+
+def _expected_log_lik_wide_numpy(code: int, params: np.ndarray, y: np.ndarray, mean: np.ndarray, var: np.ndarray
+                                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(E[g], E[g'], ½E[g'']) by a composite Gauss–Legendre rule in x = (f − m)/sd on [−10, 10].
+
+    Breakpoints: every 0.5, and geometrically around the likelihood's feature x₀ = (f₀ − m)/sd (f₀ = 0 for the
+    Bernoulli likelihoods, y for Student-t) at x₀ ± (τ/4sd)·2ʲ, so panels next to the feature are τ/4 wide in f
+    and each further one at most as wide as its distance to it: 16 Gauss–Legendre nodes per panel then integrate
+    the analytic integrand to ~1e-13 whatever sd is. O(n · 16 · (41 + 2 log₂(80 sd/τ))) evaluations.
+    """
+    tau = feature_scale(code, params)
+    sd = np.sqrt(var)
+    center = (y if code == CODE_STUDENT_T else np.zeros_like(y)) - mean
+    x0 = np.clip(center / sd, -2.0 * WIDE_RANGE, 2.0 * WIDE_RANGE)
+    h = 0.25 * tau / sd
+    n_geo = int(np.clip(np.ceil(np.log2(4.0 * WIDE_RANGE / h.min())) + 1, 1, 200))
+    steps = h[:, None] * 2.0 ** np.arange(n_geo)[None, :]
+    uniform = np.broadcast_to(np.arange(-WIDE_RANGE, WIDE_RANGE + 0.5 * WIDE_UNIFORM, WIDE_UNIFORM),
+                              (y.size, round(2 * WIDE_RANGE / WIDE_UNIFORM) + 1))
+    cuts = np.concatenate([uniform, x0[:, None], x0[:, None] - steps, x0[:, None] + steps], axis=1)
+    cuts = np.sort(np.clip(cuts, -WIDE_RANGE, WIDE_RANGE), axis=1)
+    a, b = cuts[:, :-1], cuts[:, 1:]
+    t, w = np.polynomial.legendre.leggauss(WIDE_PANEL_NODES)
+    x = 0.5 * (a + b)[:, :, None] + 0.5 * (b - a)[:, :, None] * t[None, None, :]
+    weights = 0.5 * (b - a)[:, :, None] * w[None, None, :] * np.exp(-0.5 * x * x) * INV_SQRT_2PI
+    f = mean[:, None, None] + sd[:, None, None] * x
+    g, g1, g2 = _node_terms_numpy(code, params, y[:, None, None], f)
+    return ((weights * g).sum(axis=(1, 2)), (weights * g1).sum(axis=(1, 2)), 0.5 * (weights * g2).sum(axis=(1, 2)))
+
+
+def _refine_wide(code: int, params: np.ndarray, y: np.ndarray, mean: np.ndarray, var: np.ndarray, n_nodes: int,
+                 value: np.ndarray, grad_mean: np.ndarray, grad_var: np.ndarray) -> None:
+    """Overwrite the rows too wide for the Gauss–Hermite rule with the composite rule (in blocks of rows)."""
+    rows = wide_rows(code, params, var, n_nodes)
+    for start in range(0, rows.size, WIDE_BLOCK):
+        r = rows[start:start + WIDE_BLOCK]
+        value[r], grad_mean[r], grad_var[r] = _expected_log_lik_wide_numpy(code, params, y[r], mean[r], var[r])
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Dispatcher
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -244,6 +320,9 @@ def run_expected_log_lik(code: int, params: np.ndarray, y: np.ndarray, mean: np.
         from ._quadrature_cuda import expected_log_lik_cuda
 
         expected_log_lik_cuda(code, params, y, mean, var, nodes, weights, value, grad_mean, grad_var)
+    # Factors too wide for the K-node rule (sd ≫ the likelihood's feature scale): the composite rule, on every
+    # backend alike (a handful of rows in a GP fit; every row only for pathological inputs).
+    _refine_wide(code, params, y, mean, var, nodes.shape[0], value, grad_mean, grad_var)
     if code == CODE_POISSON:
         from scipy.special import gammaln
 

@@ -37,40 +37,53 @@ def test_quick_run_writes_results_and_figures(quick: dict) -> None:
     for name in saved["figures"]:
         assert (quick["out"] / name).stat().st_size > 1000
     cfg = gp.config(True)
-    assert set(saved["summary"]["likelihoods"]) == set(cfg["likelihoods"]) == {"gaussian", "poisson"}
-    for lik in cfg["likelihoods"]:
-        row = saved["seeds"][0]["likelihoods"][lik]
-        assert set(row["methods"]) == {"F-VI", *(f"MLP({k})" for k in cfg["widths"])}
-        for v in row["methods"].values():
-            assert math.isfinite(v["elbo"]) and v["n_iter"] == cfg["n_iter"] and v["stop_reason"] == "n_iter"
+    cases = {"gaussian", "poisson", "gaussian/rbf", "poisson/rbf"}
+    assert set(saved["summary"]["likelihoods"]) == set(gp.case_names(cfg)) == cases
+    for case in cases:
+        row = saved["seeds"][0]["likelihoods"][case]
+        assert set(row["methods"]) == {"F-VI", "Polynomial(2)", *(f"MLP({k})" for k in cfg["widths"])}
+        for m, v in row["methods"].items():
+            # F-VI's fixed point and the Polynomial encoder's Gauss–Newton fit stop at their optimum; MLPs (Adam) run
+            # on — or, on the smooth kernels, run away (the engine stops them, returns the best state, and the row
+            # has no gap: issue 19 left MLP encoders on Adam, whose steps K⁻¹'s conditioning defeats).
+            if m in ("F-VI", "Polynomial(2)"):
+                done = v["stop_reason"] == "stationary" and v["n_iter"] <= 20 and v["gap"] is not None
+            elif v["stop_reason"] == "diverged":
+                done = case.endswith("/rbf") and v["gap"] is None and not v["converged"]
+            else:
+                done = v["stop_reason"] == "n_iter" and v["n_iter"] == cfg["n_iter"] and v["gap"] is not None
+            assert math.isfinite(v["elbo"]) and done, (case, m, v["stop_reason"], v["n_iter"])
             assert v["elbo_se"] == 0.0  # the GP ELBO is exact: no Monte-Carlo error
             assert len(v["trace_iteration"]) == len(v["trace_elbo"]) <= cfg["max_trace_points"]
-            assert v["trace_iteration"][-1] == cfg["n_iter"]
+            assert v["trace_iteration"][-1] == v["n_iter"]
 
 
 def test_fvi_beats_every_encoder_by_more_than_a_nat(quick: dict) -> None:
-    """The paper's claim: the gap does not close for any width (here k = 4 and 64, encoder on (yₙ, tₙ))."""
-    for lik in ("gaussian", "poisson"):
+    """The paper's claim: the gap does not close for any width (here k = 4 and 64, encoder on (yₙ, tₙ)), nor for
+    the Polynomial(2) encoder at its own optimum; on the smooth RBF kernel too."""
+    for lik in ("gaussian", "poisson", "gaussian/rbf", "poisson/rbf"):
         for row in _per_seed(quick, lik):
             fvi = row["methods"]["F-VI"]["elbo"]
+            assert row["methods"]["F-VI"]["iterations_to_1pct"] <= 5
             for m, v in row["methods"].items():
                 if m != "F-VI":
-                    assert fvi - v["elbo"] > 1.0, (lik, m)
-                    assert v["gap"] == pytest.approx(fvi - v["elbo"], abs=1e-9)
-                    assert v["iterations_to_1pct"] is None or v["iterations_to_1pct"] > row["methods"]["F-VI"][
-                        "iterations_to_1pct"]
-            # A wider encoder gets closer, but does not get there.
-            assert row["methods"]["MLP(64)"]["elbo"] > row["methods"]["MLP(4)"]["elbo"]
+                    assert fvi - v["elbo"] > 1.0, (lik, m)  # a diverged fit's best state too
+                    if v["gap"] is not None:  # None: diverged, not compared (see the test above)
+                        assert v["gap"] == pytest.approx(fvi - v["elbo"], abs=1e-9)
+            if "/" not in lik:  # Matérn-1/2: Adam fits the MLPs; a wider encoder gets closer, but not there
+                assert row["methods"]["MLP(64)"]["elbo"] > row["methods"]["MLP(4)"]["elbo"]
         f = quick["summary"]["findings"][lik]
         assert f["fvi_ge_every_avi"] and f["gap_above_1_nat_every_width"] and f["min_gap"] > 1.0
     assert quick["summary"]["findings"]["no_encoder_closes_the_gap"]
 
 
-def test_fvi_reaches_the_closed_form_mean_field_optimum(quick: dict) -> None:
+@pytest.mark.parametrize("kernel", ["matern12", "rbf"])
+def test_fvi_reaches_the_closed_form_mean_field_optimum(quick: dict, kernel: str) -> None:
     cfg = quick["config"]
-    model = gp.build_model(cfg, "gaussian")
+    model = gp.build_model(cfg, "gaussian", kernel)
     noise = cfg["settings"]["gaussian"]["noise"]
-    for seed, row in enumerate(_per_seed(quick, "gaussian")):
+    case = "gaussian" if kernel == "matern12" else f"gaussian/{kernel}"
+    for seed, row in enumerate(_per_seed(quick, case)):
         y = model.simulate(seed=seed).x[:, 0]  # the data of that seed, redrawn here
         K = model.K + model.jitter * np.eye(model.n)
         opt = mean_field_optimum(K, y, noise)
@@ -83,7 +96,7 @@ def test_fvi_reaches_the_closed_form_mean_field_optimum(quick: dict) -> None:
         assert row["exact_log_evidence"] == pytest.approx(exact, abs=1e-8)
         for v in row["methods"].values():  # exact KL(q ‖ p(f | y)) = log p(y) − ELBO ≥ 0
             assert v["kl_to_posterior"] == pytest.approx(exact - v["elbo"], abs=1e-8) and v["kl_to_posterior"] > 0
-    assert quick["summary"]["findings"]["gaussian"]["fvi_at_mean_field_optimum"]
+    assert quick["summary"]["findings"][case]["fvi_at_mean_field_optimum"]
 
 
 def test_full_rank_reference_is_above_fvi_and_exact_for_a_gaussian_likelihood(quick: dict) -> None:
@@ -114,6 +127,8 @@ def test_encoder_inputs_option() -> None:
         gp.build_model({**cfg, "encoder_inputs": "t"}, "poisson")
     with pytest.raises(ValueError, match="likelihoods must be among"):
         gp.build_model(cfg, "student")
+    with pytest.raises(ValueError, match="kernels must be among"):
+        gp.build_model(cfg, "poisson", "periodic")
 
 
 def test_encoder_on_the_observation_alone_leaves_a_gap_that_width_does_not_shrink() -> None:

@@ -61,3 +61,19 @@ def test_fixed_point_is_exact_in_one_step_for_a_gaussian_likelihood():
     post = posterior(model.K + model.jitter * np.eye(40), y[:, 0], 0.1)
     np.testing.assert_allclose(fixed.mean, post.mean, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(fixed.chol @ fixed.chol.T, post.cov, rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("counts", ["constant", "random"])
+def test_fixed_point_converges_for_poisson_counts_up_to_1e4(counts):
+    # Issue 19: undamped steps from m = 0 overshot (mean 305 and ELBO −1.3e164 at c = 1000; a NaN at c = 2000).
+    model = GaussianProcess(Matern12(1.0, 0.3), Poisson(), np.linspace(0.0, 1.0, 20))
+    rng = np.random.default_rng(5)
+    for c in (10, 200, 1000, 2000, 10_000):
+        y = np.full(20, float(c)) if counts == "constant" else rng.integers(0, c, 20).astype(float)
+        fixed = FullRankVI(model).fit_fixed_point(y)
+        adam = FullRankVI(model).fit(y, n_iter=3000, lr=0.05)
+        assert fixed.converged and fixed.iterations <= 20, c
+        assert fixed.max_abs_grad < 1e-6 * max(1.0, c), c
+        assert adam.elbo <= fixed.elbo + 1e-9 * abs(fixed.elbo), c
+        assert fixed.elbo == pytest.approx(adam.elbo, abs=1e-3), c
+        np.testing.assert_allclose(fixed.mean, adam.mean, rtol=0, atol=1e-4)

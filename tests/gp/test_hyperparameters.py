@@ -99,3 +99,13 @@ def test_marginal_likelihood_rejects_bad_input() -> None:
         fit_marginal_likelihood(Matern12(), Gaussian(), t, np.full(10, np.nan))
     with pytest.raises(ValueError, match="fit must be True, False or a sequence"):
         fit_marginal_likelihood(Matern12(), Gaussian(), t, np.zeros(10), fit=("log_period",))
+
+
+def test_marginal_likelihood_on_all_zero_data_says_why_it_cannot_fit() -> None:
+    # log p(0) = −½ log|K + σ²I| − … grows without bound as the variances shrink: no maximiser (issue 19).
+    t = np.linspace(0.0, 1.0, 20)
+    with pytest.raises(ValueError, match="y must not be zero everywhere"):
+        fit_marginal_likelihood(Matern12(1.0, 0.2), Gaussian(0.1), t, np.zeros(20))
+    held = fit_marginal_likelihood(Matern12(1.0, 0.2), Gaussian(0.1), t, np.zeros(20), fit=False, fit_noise=False)
+    K = Matern12(1.0, 0.2)(t)
+    assert held.log_marginal_likelihood == pytest.approx(log_marginal_likelihood(K, np.zeros(20), 0.1), rel=1e-12)

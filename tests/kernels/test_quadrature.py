@@ -182,3 +182,17 @@ def test_vectorised_logit_blocks_match_reference_across_the_whole_range():
         for field in ("value", "grad_mean", "grad_var"):
             assert_allclose(getattr(res, field), getattr(ref, field), rtol=1e-13, atol=1e-300 + 1e-303,
                             err_msg=field)
+
+
+def test_probit_gradients_agree_far_in_the_tail(backend):
+    """Issue 19: the numpy reference lost every digit of λ = φ/Φ at m ≤ −1e8 (1.78e8 instead of 1e8; inf at
+    −1e12). Every backend against the asymptotic series λ(−x) = x + 1/x − 2/x³ + 10/x⁵ (x ≥ 1e4: exact to 1e-16)."""
+    x = np.array([1e4, 1e6, 1e8, 1e9, 1e10, 1e12, 1e12, 1e8])
+    y = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0])
+    mean = np.where(y == 1.0, -x, x)  # u = (2y − 1)·m = −x in every row
+    res = expected_log_lik(Bernoulli("probit"), y, mean, np.zeros(8), backend=backend)
+    c = 1.0 / x - 2.0 / x**3 + 10.0 / x**5  # the Mills-ratio remainder c(−x) = λ − x
+    lam = x + c
+    assert_allclose(res.grad_mean, np.where(y == 1.0, lam, -lam), rtol=1e-10, atol=0)
+    assert_allclose(res.grad_var, -0.5 * lam * c, rtol=1e-10, atol=0)
+    assert_allclose(res.value, log_ndtr(-x), rtol=1e-10, atol=0)

@@ -1,0 +1,161 @@
+"""The mean-field fixed point of a Gaussian-process model: F-VI's local update for :class:`GaussianProcess`.
+
+Under q(f) = ∏ N(mₙ, vₙ) the ELBO of a GP model is, exactly (no Monte-Carlo noise),
+
+    ELBO(m, v) = Σₙ Eₙ(mₙ, vₙ) − ½ mᵀK⁻¹m − ½ Σₙ (K⁻¹)ₙₙ vₙ + ½ Σₙ log vₙ − ½ log|K| + N/2,
+
+with Eₙ = E_q[log p(yₙ | fₙ)] (:func:`avicore.quadrature.expected_log_lik`). Gradient steps in (m, log s) are
+scaled by K⁻¹ — entries of 10¹⁰ and more for smooth kernels (RBF, Matérn-5/2) on dense inputs — so Adam barely
+moves the locals there. This solver instead alternates two block updates, each an exact ascent step:
+
+1. **Variances** (m fixed; the ELBO separates over n): the stationarity condition is the fixed point
+   vₙ = 1 / ((K⁻¹)ₙₙ + λₙ), λₙ = −2 ∂Eₙ/∂vₙ, exact in one step for a Gaussian likelihood. Each coordinate moves
+   (in log v) to it, halving the move where its own ELBO term would fall (global convergence for any likelihood).
+2. **Means** (v fixed): one Newton step on the concave F(m) = Σ Eₙ − ½ mᵀK⁻¹m in whitened coordinates, with a
+   backtracking line search (:mod:`avicore.gp._newton`).
+
+With a Gaussian likelihood one iteration reaches the optimum (:func:`avicore.gp.mean_field_optimum`) up to
+rounding; Poisson and Bernoulli converge in a handful. The first iteration also tries a data-driven start (the log
+of the counts for Poisson, y for Gaussian and Student-t) and keeps it when its ELBO is higher. Each iteration costs
+two or three expected-log-likelihood passes, O(N²) triangular matvecs and one O(N³) Cholesky factorisation of
+I + LᵀΛL (N = 2000: ~0.3 s on one core).
+
+:class:`avicore.FVI` uses this update for the locals of a :class:`~avicore.models.GaussianProcess` by default
+(``GaussianProcess(..., local_solver="fixed-point")``; ``"adam"`` restores the gradient steps): one engine
+iteration is one solver iteration, the kernel's fitted hyperparameters (point q(θ)) still take Adam steps on their
+ELBO gradient, and with no hyperparameter to fit the fit stops — ``stop_reason="stationary"``, ``converged=True``
+— once an iteration gains less than ``tol`` nats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._newton import curvature, likelihood_start, line_search, lower_matvec, lower_t_matvec, whitened_newton
+
+__all__ = ["MeanFieldSolver", "MeanFieldStep"]
+
+#: Halvings of a coordinate's log-variance move at most.
+_VAR_HALVINGS = 40
+
+
+@dataclass(frozen=True)
+class MeanFieldStep:
+    """One solver iteration's result.
+
+    Attributes
+    ----------
+    mean, var : ndarray of shape (n,)
+        The updated q(fₙ) = N(meanₙ, varₙ).
+    elbo : float
+        The exact ELBO there.
+    gain : float
+        ELBO gained by the iteration (≥ 0 up to rounding).
+    predicted : float
+        ELBO a full Newton step in the means was predicted to gain (½ gᵀ(K⁻¹ + Λ)⁻¹g ≥ 0).
+    stationary : bool
+        Both ``gain`` and ``predicted`` are below the solver's ``tol``.
+    """
+
+    mean: np.ndarray
+    var: np.ndarray
+    elbo: float
+    gain: float
+    predicted: float
+    stationary: bool
+
+
+class MeanFieldSolver:
+    """Block fixed-point / Newton iteration to the mean-field optimum of a GP model (see the module notes).
+
+    Parameters
+    ----------
+    likelihood : avicore.gp.Likelihood
+        The observation model.
+    y : ndarray of shape (n,)
+        Validated observations.
+    backend : str
+        Backend of the expected-log-likelihood kernels.
+    tol : float
+        An iteration is stationary when it gains, and a full Newton step in the means would gain, less than
+        ``tol`` nats.
+    """
+
+    def __init__(self, likelihood: object, y: np.ndarray, backend: str, tol: float = 1e-8) -> None:
+        self.likelihood, self.y, self.backend, self.tol = likelihood, y, backend, tol
+        self.started = False
+
+    def _ell(self, mean: np.ndarray, var: np.ndarray):
+        from ..quadrature import expected_log_lik
+
+        with np.errstate(over="ignore", invalid="ignore"):
+            return expected_log_lik(self.likelihood, self.y, mean, var, backend=self.backend)
+
+    def _mean_objective(self, factor: object, var: np.ndarray):
+        """F(a) = Σ Eₙ(L a, v) − ½‖a‖² (whitened means; −inf on overflow or non-finite input)."""
+
+        def objective(a: np.ndarray) -> float:
+            if not np.all(np.isfinite(a)):
+                return -np.inf
+            value = float(self._ell(lower_matvec(factor.L, a), var).value.sum()) - 0.5 * float(a @ a)
+            return value if np.isfinite(value) else -np.inf
+
+        return objective
+
+    def elbo(self, factor: object, mean: np.ndarray, var: np.ndarray) -> float:
+        """The exact ELBO of ∏ N(meanₙ, varₙ) under the prior whose factor is ``factor``."""
+        a = lower_matvec(factor.Linv, mean)
+        return (float(self._ell(mean, var).value.sum()) - 0.5 * float(a @ a) - 0.5 * float(factor.Kinv_diag @ var)
+                + 0.5 * float(np.log(var).sum()) - 0.5 * factor.logdet + 0.5 * mean.size)
+
+    def _variances(self, factor: object, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+        """The variance block: each log vₙ moves to the fixed point, halved where its own term would fall."""
+        d = factor.Kinv_diag
+
+        def terms(v: np.ndarray) -> np.ndarray:
+            h = self._ell(mean, v).value - 0.5 * d * v + 0.5 * np.log(v)
+            return np.where(np.isfinite(h), h, -np.inf)
+
+        old = np.log(var)
+        h_old = terms(var)
+        move = -np.log(d + curvature(self._ell(mean, var).grad_var)) - old
+        t = old + move
+        for _ in range(_VAR_HALVINGS):
+            h_new = terms(np.exp(t))
+            worse = h_new < h_old
+            if not worse.any():
+                break
+            move = np.where(worse, 0.5 * move, move)
+            t = np.where(worse, old + move, t)
+        else:
+            t = np.where(terms(np.exp(t)) < h_old, old, t)
+        return np.exp(t)
+
+    def step(self, factor: object, mean: np.ndarray, var: np.ndarray) -> MeanFieldStep:
+        """One iteration (variances, then means) from q = ∏ N(meanₙ, varₙ) at the prior ``factor``."""
+        elbo_before = self.elbo(factor, mean, var)
+        new_var = self._variances(factor, mean, var)
+        if not self.started:
+            self.started = True
+            start = likelihood_start(self.likelihood, self.y)
+            if start is not None:
+                start_var = self._variances(factor, start, var)
+                if self.elbo(factor, start, start_var) > self.elbo(factor, mean, new_var):
+                    mean, new_var = start, start_var
+        var = new_var
+        a = lower_matvec(factor.Linv, mean)
+        ell = self._ell(mean, var)
+        b = lower_t_matvec(factor.L, ell.grad_mean) - a
+        delta = whitened_newton(factor, curvature(ell.grad_var), b)
+        slope = float(b @ delta)
+        objective = self._mean_objective(factor, var)
+        alpha, _ = line_search(objective, a, delta, objective(a), slope)
+        if alpha > 0.0:
+            mean = lower_matvec(factor.L, a + alpha * delta)
+        elbo = self.elbo(factor, mean, var)
+        gain = elbo - elbo_before
+        predicted = 0.5 * max(slope, 0.0)
+        return MeanFieldStep(mean=mean, var=var, elbo=elbo, gain=gain, predicted=predicted,
+                             stationary=bool(abs(gain) < self.tol and predicted < self.tol))
