@@ -292,9 +292,15 @@ class BaseHMM:
     def _log_start_trans(self) -> tuple[np.ndarray, np.ndarray]:
         return log_of(self.startprob_), log_of(self.transmat_)
 
-    def _forward_backward(self, log_lik: np.ndarray, offsets: np.ndarray):
-        """One kernel call for every sequence: (log p per sequence, posteriors, Σ xi, Σ first posteriors)."""
-        log_start, log_trans = self._log_start_trans()
+    def _forward_backward(self, log_lik: np.ndarray, offsets: np.ndarray, log_start: np.ndarray | None = None,
+                          log_trans: np.ndarray | None = None):
+        """One kernel call for every sequence: (log p per sequence, posteriors, Σ xi, Σ first posteriors).
+
+        ``log_start``/``log_trans`` default to the model's; variational fits pass sub-normalised expected logs (the
+        compiled kernels normalise per step, so the returned log p is then the log normaliser of q(z)).
+        """
+        if log_start is None:
+            log_start, log_trans = self._log_start_trans()
         name = self._backend_name(log_lik.size)
         return _kernels.FORWARD_BACKWARD[name](np.ascontiguousarray(log_lik), log_trans, log_start, offsets)
 
