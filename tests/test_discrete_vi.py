@@ -100,7 +100,7 @@ def test_bad_input():
         fit_fvi(ll, np.array([[0.0, -np.inf], [np.log(0.5), np.log(0.5)]]), np.log([0.5, 0.5]))
     with pytest.raises(ValueError, match=r"x must have shape \(n_samples=3"):
         fit_avi(np.zeros(4), ll, np.log(np.full((2, 2), 0.5)), np.log([0.5, 0.5]), encoder=MLP(2))
-    with pytest.raises(TypeError, match="encoder must be an avicore.encoders.Encoder"):
+    with pytest.raises(TypeError, match=r"encoder must be an avicore\.encoders\.Encoder"):
         fit_avi(np.zeros(3), ll, np.log(np.full((2, 2), 0.5)), np.log([0.5, 0.5]), encoder="mlp")
     with pytest.raises(ValueError, match="q must hold positive rows summing to 1"):
         mean_field_elbo(ll, np.log(np.full((2, 2), 0.5)), np.log([0.5, 0.5]), np.full((3, 2), 0.4))
