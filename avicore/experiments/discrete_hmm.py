@@ -16,6 +16,12 @@ Methods, all on the exact mean-field ELBO (sums over states, :mod:`avicore.discr
 Reported per window: the gap ELBO_F − ELBO_A (nats), the exact KL, the iterations and seconds to reach 1 % of
 F-VI's ELBO. The question: does the gap close as the window grows (as for the saw), or stay open (the paper's
 argument for HMMs: q*_t depends on every observation)?
+
+Measured (``python -m avicore.experiments discrete-hmm``, 3 seeds, ~205 s wall on 2 shared cores): gap 485, 48.3,
+10.4, 5.1, 6.5, 7.5 nats at w = 0, 1, 2, 4, 8, 16; F-VI ELBO −1,742.8, log p(x) −1,721.8 (mean-field KL 21.0 nats).
+On seed 0, w = 4 / 8 end at 4.9 / 5.4 nats with 16,000 iterations and at 4.7 / 6.2 with an MLP(64): the gap stops
+shrinking at ~5 nats instead of closing (the random walk's closes ~7× per unit of w). Quick run (N = 200, w ≤ 4,
+~6 s): 81.7, 10.5, 2.9, 2.0 nats.
 """
 
 from __future__ import annotations
