@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _validate
+from .. import _config, _validate
 from ..backends import resolve
 from ..kernels import hmm as _kernels
 
@@ -361,10 +361,15 @@ class BaseHMM:
         offsets = _validate.check_lengths(lengths, x.shape[0])
         self._init(x, offsets)
         self._check()
+        if self.n_features_in_ != (1 if x.dtype.kind in "iu" else x.shape[1]):
+            raise ValueError(f"X must have n_features={self.n_features_in_} columns (the shape of the model's preset "
+                             f"emission parameters); got {x.shape[1]}. Add their letters to init_params to "
+                             f"re-initialise them.")
         self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose)
         self._fit_cache = {}  # per-fit constants of the data (e.g. log x! for Poisson), dropped after the fit
         try:
-            self._em(x, offsets)
+            with _config.serial_blas():  # the small matrix products run on one BLAS thread (see avicore._config)
+                self._em(x, offsets)
         finally:
             self._fit_cache = None
         return self

@@ -154,6 +154,11 @@ def test_bad_input_errors(rng):
         model.fit(X, lengths=[len(X) - 1])
     with pytest.raises(ValueError, match="covariance_type must be one of"):
         GaussianHMM(2, covariance_type="banded").fit(X)
+    preset = GaussianHMM(2, init_params="", n_iter=1)
+    preset.startprob_, preset.transmat_ = np.array([0.5, 0.5]), np.full((2, 2), 0.5)
+    preset.means_, preset.covars_ = np.zeros((2, 3)), np.ones((2, 3))
+    with pytest.raises(ValueError, match=r"X must have n_features=3 columns \(the shape of the model's preset"):
+        preset.fit(X)
     with pytest.raises(ValueError, match="X must be 2-dimensional"):
         model.fit(X[:, 0])
     with pytest.raises(ValueError, match="must not contain NaN"):
