@@ -96,3 +96,14 @@ def test_unreachable_state_warns_and_stays_finite():
     assert_allclose(model.transmat_, ref.transmat_)
     assert_allclose(history(model), history(ref), rtol=1e-12)
     assert np.isfinite(model.score(X))
+
+
+def test_monitor_stops_at_tol_and_verbose_reports(rng, capsys):
+    lengths, n = _ragged(rng)
+    X = rng.integers(0, 4, size=(n, 1))
+    model = CategoricalHMM(2, random_state=0, n_iter=200, tol=1e-3, verbose=True).fit(X, lengths)
+    h = history(model)
+    assert model.monitor_.converged and model.monitor_.iter == h.size < 200
+    assert h[-1] - h[-2] < 1e-3 and np.all(np.diff(h[:-1]) >= 1e-3)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == h.size and float(err[-1].split()[1]) == pytest.approx(h[-1], rel=1e-8)

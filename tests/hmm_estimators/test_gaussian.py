@@ -34,14 +34,32 @@ def _stored_covars(model, covariance_type):
     return c[:, 0] if covariance_type == "spherical" and c.ndim == 2 else c  # hmmlearn tiles spherical variances
 
 
+def _record_iterates(model, method: str) -> list:
+    """Wrap the model's M-step so that every iteration's parameters are kept (works for both libraries)."""
+    seen, mstep = [], getattr(model, method)
+
+    def recording(stats):
+        mstep(stats)
+        seen.append({name: np.array(getattr(model, name), copy=True)
+                     for name in ("startprob_", "transmat_", "means_", "_covars_")})
+
+    setattr(model, method, recording)
+    return seen
+
+
 @pytest.mark.parametrize("covariance_type", COV_TYPES)
 def test_em_trajectory_equals_hmmlearn(rng, covariance_type):
     X, lengths = ragged_gaussian(rng)
     ours, ref = _twins(rng, covariance_type)
+    ours_iterates, ref_iterates = _record_iterates(ours, "_mstep"), _record_iterates(ref, "_do_mstep")
     ours.fit(X, lengths)
     ref.fit(X, lengths)
-    assert len(ours.monitor_.history) == 10
+    assert len(ours.monitor_.history) == 10 == len(ours_iterates) == len(ref_iterates)
     assert_allclose(history(ours), history(ref), rtol=1e-8, atol=0)
+    for it, (a, b) in enumerate(zip(ours_iterates, ref_iterates)):  # every iterate, not only the last
+        b["_covars_"] = _stored_covars(type("M", (), {"_covars_": b["_covars_"]}), covariance_type)
+        for name in a:
+            assert_allclose(a[name], b[name], rtol=1e-8, atol=1e-12, err_msg=f"{name} at iteration {it + 1}")
     for name in ("startprob_", "transmat_", "means_"):
         assert_allclose(getattr(ours, name), getattr(ref, name), rtol=1e-8, atol=1e-12)
     assert_allclose(ours._covars_, _stored_covars(ref, covariance_type), rtol=1e-8, atol=1e-12)
