@@ -339,3 +339,16 @@ def sample_posterior(log_lik: Any, log_transmat: Any, log_startprob: Any, length
         firsts = samples[0, offsets[:-1]]
         _warn_impossible(np.where(firsts < 0, -np.inf, 0.0), "its sampled states are -1")
     return samples
+
+
+# --- hmmlearn-compatible estimators (avicore.hmm_estimators), loaded on first use: avicore.hmm.GaussianHMM etc. ---
+_ESTIMATORS = frozenset({"GaussianHMM", "CategoricalHMM", "PoissonHMM", "GMMHMM", "VariationalCategoricalHMM",
+                         "VariationalGaussianHMM", "ConvergenceMonitor"})
+
+
+def __getattr__(name: str):
+    if name in _ESTIMATORS:
+        from . import hmm_estimators
+
+        return getattr(hmm_estimators, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 names=("$@")
 if [ ${#names[@]} -eq 0 ]; then
-  names=(linear nonlinear width-vs-n saw random-walk gp dgm)
+  names=(linear nonlinear width-vs-n saw random-walk gp dgm discrete-hmm)
 fi
 for name in "${names[@]}"; do
   echo "=== $name ($(date -u +%H:%M:%S))"

@@ -16,6 +16,7 @@ register("width-vs-n", "width_vs_n", "nonlinear model: smallest MLP width within
 register("saw", "saw", "saw time series, N = 1,000: A-VI on x_n alone leaves a gap, windows holding x_n+1 close it")
 register("random-walk", "random_walk", "Gaussian random walk, N = 1,000: A-VI gap vs window w = 0-8, closed-form floor")
 register("gp", "gp", "Gaussian process, N = 1,000: F-VI vs MLP encoders of width 1-64, full-rank and exact references")
+register("discrete-hmm", "discrete_hmm", "3-state HMM, N = 1,000: exact mean-field ELBO, F-VI vs window encoders")
 register("dgm", "dgm", "deep generative model (Bayesian MLP decoder) on images: F-VI vs MLP encoders of width 1-64")
 
 __all__ = ["REGISTRY", "get", "register", "run"]
