@@ -8,6 +8,7 @@ this package (``config``, ``run_seed``, ``summarize``, ``table``, ``figures``; s
 from __future__ import annotations
 
 from ._runner import REGISTRY, get, register, run
+from ._tidy import load
 
 # The paper's experiments in its order, then the deep generative model.
 register("linear", "linear", "linear hierarchical model, N = 10^4: F-VI vs Constant, Polynomial(1, 2), exact gaps")
@@ -18,4 +19,4 @@ register("random-walk", "random_walk", "Gaussian random walk, N = 1,000: A-VI ga
 register("gp", "gp", "Gaussian process, N = 1,000: F-VI vs MLP encoders of width 1-64, full-rank and exact references")
 register("dgm", "dgm", "deep generative model (Bayesian MLP decoder) on images: F-VI vs MLP encoders of width 1-64")
 
-__all__ = ["REGISTRY", "get", "register", "run"]
+__all__ = ["REGISTRY", "get", "load", "register", "run"]
