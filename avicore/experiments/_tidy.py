@@ -14,6 +14,8 @@ them (width-vs-n's ``per_n``), and seed-level scalars such as ``log_evidence`` o
 turns every method entry into one row: the experiment, the seed, the context (scalars of the enclosing dicts; a
 sub-case key as a column named for its container in the singular, e.g. ``likelihood``), ``method``, and the fit's
 scalar numbers. Lists (traces) are left out unless ``traces=True``; nested dicts are flattened with ``.`` joins.
+Where a fit's number and a context scalar share a name, the fit keeps the name and the context column is prefixed
+with its level (``seed.seconds``: the seed's wall time, beside the fit's own ``seconds``).
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def load(path: str | os.PathLike[str], *, as_frame: bool | None = None, traces: 
                          f"and 'seeds' entries).")
     rows: list[dict] = []
     for seed in payload["seeds"]:
-        base = {"experiment": payload["experiment"], "seed": seed.get("seed")}
+        base = {"experiment": (payload["experiment"], "run"), "seed": (seed.get("seed"), "seed")}
         _collect(_restore(seed), base, rows, traces)
     if as_frame is False:
         return rows
@@ -95,30 +97,35 @@ def load(path: str | os.PathLike[str], *, as_frame: bool | None = None, traces: 
     return pd.DataFrame(rows)
 
 
-def _collect(node: dict, context: dict, rows: list[dict], traces: bool) -> None:
-    """Rows for every ``methods`` mapping below ``node``, with the scalars met on the way as context."""
+def _collect(node: dict, context: dict, rows: list[dict], traces: bool, level: str = "seed") -> None:
+    """Rows for every ``methods`` mapping below ``node``, with the scalars met on the way as context.
+
+    ``context`` maps a column to (value, level): a fit number of the same name keeps the plain column, and the
+    context value moves to ``"<level>.<name>"`` (e.g. a seed's wall time ``seed.seconds`` beside a fit's
+    ``seconds``)."""
     here = dict(context)
     for key, value in node.items():
-        if key != "methods" and _is_scalar(value):
-            here.setdefault(key, value)
+        if key != "methods" and _is_scalar(value):  # a sub-case's own value shadows an outer one
+            here[key] = (value, level)
     methods = node.get("methods")
     if isinstance(methods, dict):
         for name, numbers in methods.items():
-            row = {**here, "method": name}
-            if isinstance(numbers, dict):
-                row.update(_flatten(numbers, "", traces))
-            rows.append(row)
+            fit = _flatten(numbers, "", traces) if isinstance(numbers, dict) else {}
+            row = {}
+            for key, (value, where) in here.items():
+                row[f"{where}.{key}" if key in fit else key] = value
+            rows.append({**row, "method": name, **fit})
     for key, value in node.items():
         if key == "methods":
             continue
         if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             for item in value:
-                _collect(item, here, rows, traces)
+                _collect(item, here, rows, traces, key)
         elif isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
             if any(_has_methods(v) for v in value.values()):
                 column = key[:-1] if key.endswith("s") else key
                 for name, item in value.items():
-                    _collect(item, {**here, column: name}, rows, traces)
+                    _collect(item, {**here, column: (name, column)}, rows, traces, column)
 
 
 def _has_methods(node: Any) -> bool:
