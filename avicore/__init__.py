@@ -27,6 +27,7 @@ _LAZY_NAMES: dict[str, str] = {
     "amortization_gap": "diagnostics",
     "elbo_estimate": "diagnostics",
     "check_gradients": "gradcheck",
+    "load_result": "_result_io",
 }
 
 __all__ = ["__version__", "get_num_threads", "set_num_threads", "show_config", *sorted(_LAZY_NAMES)]

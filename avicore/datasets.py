@@ -218,3 +218,89 @@ def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:
         payload = gzip.compress(payload)
     with open(path, "wb") as fh:
         fh.write(payload)
+
+
+#: Where :func:`load_fashion_mnist` looks when ``path`` is not given: ``$AVICORE_DATA/fashion-mnist``, then the folder
+#: Debian's ``dataset-fashion-mnist`` package installs.
+FASHION_MNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
+_FASHION_PREFIX = {"train": "train", "test": "t10k"}
+
+
+def fashion_mnist_dir(path: str | os.PathLike[str] | None = None) -> str | None:
+    """The folder holding FashionMNIST's IDX files: ``path``, else ``$AVICORE_DATA/fashion-mnist``, else
+    ``/usr/share/datasets/fashion-mnist``; None when none of them holds the training images."""
+    if path is not None:
+        return os.fspath(path)
+    candidates = []
+    if os.environ.get("AVICORE_DATA"):
+        candidates.append(os.path.join(os.environ["AVICORE_DATA"], "fashion-mnist"))
+    candidates.append(FASHION_MNIST_SYSTEM_DIR)
+    for folder in candidates:
+        if _idx_file(folder, "train-images-idx3-ubyte") is not None:
+            return folder
+    return None
+
+
+def _idx_file(folder: str, stem: str) -> str | None:
+    for name in (stem + ".gz", stem):
+        full = os.path.join(folder, name)
+        if os.path.isfile(full):
+            return full
+    return None
+
+
+def load_fashion_mnist(split: str = "train", n: int | None = None,
+                       path: str | os.PathLike[str] | None = None) -> ImageData:
+    """FashionMNIST (Xiao et al. 2017): 28×28 grey-scale clothing images, flattened to 784 floats in [0, 1].
+
+    Parameters
+    ----------
+    split : {"train", "test"}
+        The 60,000 training images or the 10,000 test images.
+    n : int, optional
+        Keep only the first ``n`` images (the paper used the first 10,000 training images).
+    path : str or path-like, optional
+        Folder holding the original IDX files (``train-images-idx3-ubyte.gz``, ``train-labels-idx1-ubyte.gz``,
+        ``t10k-…``; gzipped or not). Default: ``$AVICORE_DATA/fashion-mnist``, else
+        ``/usr/share/datasets/fashion-mnist`` (Debian: ``apt-get install dataset-fashion-mnist``).
+
+    Returns
+    -------
+    ImageData
+        ``x`` of shape (n_images, 784), float64 in [0, 1]; ``labels`` 0–9; ``image_shape`` (28, 28).
+
+    Raises
+    ------
+    FileNotFoundError
+        When the files are not there (the message names the Debian package and ``AVICORE_DATA``).
+    ValueError
+        On a bad ``split`` or ``n``, or a truncated or corrupt file (bad magic number, dimensions or size).
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np
+    >>> from avicore.datasets import load_fashion_mnist, write_idx
+    >>> folder = tempfile.mkdtemp()
+    >>> write_idx(os.path.join(folder, "t10k-images-idx3-ubyte.gz"), np.zeros((3, 28, 28), dtype=np.uint8))
+    >>> write_idx(os.path.join(folder, "t10k-labels-idx1-ubyte.gz"), np.array([9, 0, 1], dtype=np.uint8))
+    >>> data = load_fashion_mnist("test", path=folder)
+    >>> data.x.shape, data.labels.tolist()
+    ((3, 784), [9, 0, 1])
+    """
+    prefix = _FASHION_PREFIX.get(split) if isinstance(split, str) else None
+    if prefix is None:
+        raise ValueError(f"split must be one of {tuple(_FASHION_PREFIX)}; got {split!r}.")
+    folder = fashion_mnist_dir(path)
+    images = None if folder is None else _idx_file(folder, f"{prefix}-images-idx3-ubyte")
+    labels = None if folder is None else _idx_file(folder, f"{prefix}-labels-idx1-ubyte")
+    if images is None or labels is None:
+        where = (f"in {folder!r}" if path is not None else
+                 f"in $AVICORE_DATA/fashion-mnist or {FASHION_MNIST_SYSTEM_DIR}")
+        raise FileNotFoundError(
+            f"FashionMNIST's {prefix}-images-idx3-ubyte[.gz] and {prefix}-labels-idx1-ubyte[.gz] must be {where}; "
+            f"they are not. On Debian/Ubuntu: apt-get install dataset-fashion-mnist; elsewhere put the four "
+            f"original IDX files in $AVICORE_DATA/fashion-mnist (or pass path=).")
+    data = load_idx(images, labels, n_images=n)
+    if data.image_shape != (28, 28):
+        raise ValueError(f"{images} must hold 28x28 FashionMNIST images; got {data.image_shape}.")
+    return data

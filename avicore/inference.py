@@ -26,6 +26,7 @@ the full ELBO in that row's parameters.
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -212,6 +213,22 @@ class VIResult:
 
     def _design(self, xa: np.ndarray) -> np.ndarray:
         return self._bound.design(window_inputs(self.model.encoder_inputs(xa), self.window))
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write this result to one ``.npz`` file (arrays, plus the metadata as JSON inside it; no pickle).
+
+        Read it back with :func:`avicore.load_result`: the loaded result equals this one to the bit, and an A-VI
+        result still ``encode``s new data. The model and encoder are stored as their constructor arguments; a
+        :class:`~avicore.models.CustomHierarchical` model (your own function) must be passed again on loading.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Destination (``numpy.savez`` appends ``.npz`` when the name lacks it).
+        """
+        from ._result_io import save_result
+
+        save_result(self, path)
 
 
 @dataclass(frozen=True, eq=False)

@@ -8,6 +8,7 @@ this package (``config``, ``run_seed``, ``summarize``, ``table``, ``figures``; s
 from __future__ import annotations
 
 from ._runner import REGISTRY, get, register, run
+from ._tidy import load
 
 # The paper's experiments in its order, then the deep generative model.
 register("linear", "linear", "linear hierarchical model, N = 10^4: F-VI vs Constant, Polynomial(1, 2), exact gaps")
@@ -19,4 +20,4 @@ register("gp", "gp", "Gaussian process, N = 1,000: F-VI vs MLP encoders of width
 register("discrete-hmm", "discrete_hmm", "3-state HMM, N = 1,000: exact mean-field ELBO, F-VI vs window encoders")
 register("dgm", "dgm", "deep generative model (Bayesian MLP decoder) on images: F-VI vs MLP encoders of width 1-64")
 
-__all__ = ["REGISTRY", "get", "register", "run"]
+__all__ = ["REGISTRY", "get", "load", "register", "run"]

@@ -57,6 +57,51 @@ def test_cli_accepts_data_option_and_rejects_unknown_ones(capsys: pytest.Capture
     assert parser.parse_args(["--data", "images.idx"]).data == "images.idx"
     cfg = dgm.settings({**dgm.config(False), "data": "images.idx"})
     assert (cfg["latent_dim"], cfg["hidden"], cfg["n_train"]) == (64, [256, 256], 10_000)
+    # The paper's FashionMNIST configuration (Margossian & Blei 2024, §5.3).
+    paper = dgm.FASHION
+    assert (paper["batch_size"], paper["n_samples"], paper["lr"], paper["lr_final"], paper["epochs"]) == (
+        1000, 1, 1e-3, 1e-3, 5000)
+    assert paper["methods"] == ["F-VI", "MLP(1)", "MLP(64)", "MLP(128)", "MLP(256)", "Constant"]
+    ns = parser.parse_args(["--data", "fashion-mnist", "--epochs", "40", "--backend", "cuda"])
+    assert (ns.data, ns.epochs_override, ns.backend) == ("fashion-mnist", 40, "cuda")
+    for bad in (["--epochs", "0"], ["--epochs", "x"], ["--backend", "gpu"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad)
+    assert "must be a positive integer" in capsys.readouterr().err
+
+
+def test_epochs_option_replaces_the_chosen_settings_epochs_and_keeps_the_curves_sampled() -> None:
+    digits = dgm.settings({**dgm.config(False), "epochs_override": 7})
+    assert (digits["epochs"], digits["eval_every"]) == (7, 1)
+    fashion = dgm.settings({**dgm.config(False), "data": "images.idx", "epochs_override": 400})
+    assert (fashion["epochs"], fashion["eval_every"]) == (400, 20)
+
+
+def test_fashion_mnist_quick_mode_uses_the_real_data_when_installed(tmp_path, monkeypatch) -> None:
+    """Quick mode on FashionMNIST when it is there, on the digits (said in the table) when it is not; a full run
+    without the files stops with the loader's message."""
+    from avicore.datasets import fashion_mnist_dir
+
+    small = {**dgm.FASHION_QUICK, "n_train": 100, "n_held_out": 20, "methods": ["F-VI", "MLP(64)"], "epochs": 2,
+             "eval_every": 1, "held_out_iter": 5, "elbo_samples": 4}
+    lines: list[str] = []
+    payload = run("dgm", quick=True, seeds=1, out=tmp_path / "q", progress=False, figures=False, log=lines.append,
+                  config_overrides={"data": "fashion-mnist", "fashion": small, "n_train": 60, "n_held_out": 20,
+                                    "epochs": 2, "eval_every": 1, "held_out_iter": 5, "elbo_samples": 4,
+                                    "methods": ["F-VI", "MLP(64)"]})
+    settings = payload["summary"]["settings"]
+    seed = payload["seeds"][0]["methods"]
+    if fashion_mnist_dir() is not None:
+        assert settings["data"] == "fashion-mnist" and settings["latent_dim"] == 64 and settings["n_train"] == 100
+        assert "data: FashionMNIST;" in "\n".join(lines)
+        assert len(seed["MLP(64)"]["held_out_mse_trace"]) == 2 and seed["F-VI"]["held_out_mse_trace"] is None
+    else:
+        assert settings["data"] is None and "quick run on the digits" in settings["data_note"]
+    monkeypatch.setenv("AVICORE_DATA", str(tmp_path / "nowhere"))
+    monkeypatch.setattr("avicore.datasets.FASHION_MNIST_SYSTEM_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        dgm.settings({**dgm.config(False), "data": "fashion-mnist"})
+    assert dgm.settings({**dgm.config(True), "data": "fashion-mnist"})["data"] is None
 
 
 def test_data_option_reads_idx_images(tmp_path) -> None:
