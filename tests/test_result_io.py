@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 import zipfile
 
 import numpy as np
@@ -23,6 +24,7 @@ from avicore.models import (
     NonlinearHierarchical,
     SawTimeSeries,
 )
+from avicore.optim import ConvergenceWarning
 
 
 @njit(cache=True)
@@ -59,6 +61,15 @@ def _cases():
         ("gp-gaussian", _gp(RBF(1.0, [0.5]), Gaussian(0.2)), rng.normal(size=(12, 1)), {}),
         ("gp-student", _gp(Matern12(), StudentT(3.0, 0.5)), rng.normal(size=(12, 1)), {}),
     ]
+
+
+@pytest.fixture(autouse=True)
+def _short_fits_are_fine():
+    """The fits here are a few iterations long on purpose (the round trip is under test, not the fit): their
+    ConvergenceWarning is expected."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield
 
 
 def _assert_same(a, b):

@@ -95,10 +95,20 @@ def _positive_int(text: str) -> int:
 
 
 def check_config(config: dict) -> None:
-    """``data``, when given, must be a readable file (checked before any fit starts)."""
+    """``data``, when given, must be ``"fashion-mnist"`` with the files installed (a quick run may fall back to the
+    digits) or a readable file (checked before any fit starts)."""
     import os
 
     data = config.get("data")
+    if data == FASHION_MNIST:
+        from ..datasets import fashion_mnist_dir, load_fashion_mnist
+
+        if fashion_mnist_dir() is None and not config.get("digits_fallback"):
+            try:
+                load_fashion_mnist()
+            except FileNotFoundError as exc:
+                raise ValueError(f"data={FASHION_MNIST!r} needs the FashionMNIST files: {exc}") from None
+        return
     if data is not None and not (os.path.isfile(data) and os.access(data, os.R_OK)):
         raise ValueError(f"data must be a readable IDX image file; got {data!r}, which "
                          f"{'is not readable' if os.path.isfile(data) else 'does not exist or is not a file'}.")

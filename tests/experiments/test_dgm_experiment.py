@@ -102,6 +102,9 @@ def test_fashion_mnist_quick_mode_uses_the_real_data_when_installed(tmp_path, mo
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
         dgm.settings({**dgm.config(False), "data": "fashion-mnist"})
     assert dgm.settings({**dgm.config(True), "data": "fashion-mnist"})["data"] is None
+    with pytest.raises(ValueError, match="needs the FashionMNIST files"):  # refused before any worker starts
+        dgm.check_config({**dgm.config(False), "data": "fashion-mnist"})
+    dgm.check_config({**dgm.config(True), "data": "fashion-mnist"})  # quick: falls back to the digits
 
 
 def test_data_option_reads_idx_images(tmp_path) -> None:

@@ -140,6 +140,16 @@ def test_another_experiments_folder_is_refused_and_nothing_is_created_for_bad_op
     assert not (tmp_path / "new").exists()  # validated before any folder was created
 
 
+def test_an_out_that_cannot_be_created_is_a_usage_error(tmp_path, capsys) -> None:
+    """The twin of the permission test below that runs as root too: no folder can be made inside a file."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(SystemExit) as exc:
+        main(["toy", "--out", str(blocker / "sub")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "out must be" in err and "Traceback" not in err
+
+
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs POSIX permissions and a non-root user")
 def test_an_unwritable_out_is_a_usage_error(tmp_path, capsys) -> None:
     locked = tmp_path / "locked"
