@@ -256,6 +256,38 @@ class GaussianProcess(LatentVariableModel):
         self.likelihood.check_y(arr[:, 0], name)
         return arr
 
+    # -- exact references (Gaussian likelihood, hyperparameters held): VIResult.kl is then exact -----------------
+    def _gaussian_prior(self, what: str) -> tuple[np.ndarray, float]:
+        from ..gp.likelihoods import Gaussian
+
+        if self.global_dim or not isinstance(self.likelihood, Gaussian):
+            raise NotImplementedError(f"{what} is exact only for a Gaussian likelihood with the hyperparameters "
+                                      f"held; got {self.likelihood!r} with fit={self.global_names}.")
+        return self.K + self.jitter * np.eye(self.n), self.likelihood.noise
+
+    def log_evidence(self, x: object) -> float:
+        """log p(y) under the factorised prior N(0, K + jitter·I) (:func:`avicore.gp.log_marginal_likelihood`).
+
+        Raises
+        ------
+        NotImplementedError
+            Unless the likelihood is Gaussian and no hyperparameter is fitted.
+        """
+        from ..gp.exact import log_marginal_likelihood
+
+        K, noise = self._gaussian_prior("log_evidence")
+        return log_marginal_likelihood(K, self.validate_data(x)[:, 0], noise)
+
+    def exact_elbo(self, x: object, local_mean: np.ndarray, local_sd: np.ndarray, global_mean: np.ndarray,
+                   global_sd: np.ndarray) -> float:
+        """The ELBO of the mean-field q(f) = N(local_mean, diag local_sd²) in closed form
+        (:func:`avicore.gp.exact.gaussian_elbo`); Gaussian likelihood and held hyperparameters only."""
+        from ..gp.exact import gaussian_elbo
+
+        K, noise = self._gaussian_prior("exact_elbo")
+        sd = np.asarray(local_sd, dtype=np.float64)[:, 0]
+        return gaussian_elbo(K, self.validate_data(x)[:, 0], noise, np.asarray(local_mean)[:, 0], sd * sd)
+
     def encoder_inputs(self, x: np.ndarray) -> np.ndarray:
         """Encoder features: (yₙ, tₙ)."""
         return np.ascontiguousarray(np.hstack([x, self.inputs]))

@@ -9,7 +9,7 @@ import pytest
 
 from avicore import AVI, FVI
 from avicore.encoders import MLP
-from avicore.gp import Bernoulli, Gaussian, Matern12, Poisson, mean_field_optimum
+from avicore.gp import Bernoulli, Gaussian, Matern12, Matern52, Poisson, mean_field_optimum
 from avicore.models import GaussianProcess
 from avicore.optim import ConvergenceWarning
 
@@ -94,3 +94,24 @@ def test_prior_term_matches_dense_reference():
     assert value == pytest.approx(expected, rel=1e-10)
     np.testing.assert_allclose(grad_mean, -np.linalg.solve(K, mean), rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(grad_var, -0.5 * np.diag(Kinv), rtol=1e-8)
+
+
+def test_kl_of_a_gaussian_gp_fit_is_exact_and_matches_the_dense_reference():
+    """Issue 20 item 5: with a Gaussian likelihood (hyperparameters held), VIResult.kl is exact — log p(y) from
+    the marginal likelihood minus the closed-form ELBO of the fitted q — and equals the dense references."""
+    import avicore
+    from avicore.gp import log_marginal_likelihood, mean_field_optimum
+
+    t = np.linspace(0.0, 3.0, 120)[:, None]
+    model = GaussianProcess(Matern52(1.5, 0.4), Gaussian(0.09), t)
+    y = model.simulate(seed=3).x
+    res = avicore.FVI(model, n_samples=1, elbo_samples=4).fit(y, n_iter=50, lr=0.05, seed=0)
+    K = model.K + model.jitter * np.eye(model.n)
+    opt = mean_field_optimum(K, y[:, 0], 0.09)
+    assert res.stop_reason == "stationary" and res.kl_se == 0.0
+    assert res.exact_elbo == pytest.approx(opt.elbo, abs=1e-6)
+    assert res.kl == pytest.approx(log_marginal_likelihood(K, y[:, 0], 0.09) - opt.elbo, abs=1e-6) and res.kl > 0
+    # Not exact elsewhere: another likelihood, or fitted hyperparameters, gives no log-evidence.
+    poisson = GaussianProcess(Matern52(1.5, 0.4), Poisson(), t)
+    with pytest.raises(NotImplementedError, match="Gaussian likelihood"):
+        poisson.log_evidence(poisson.simulate(seed=0).x)
