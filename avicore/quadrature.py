@@ -197,4 +197,29 @@ def _expected_log_lik_on_device(likelihood: object, y: object, mean: object, var
             raise ValueError(f"{name} must have the length of y ({n}); got length {arrays[name].shape[0]}.")
     value, grad_mean, grad_var = expected_log_lik_device(likelihood._code, likelihood._kernel_params(),
                                                          arrays["y"], arrays["mean"], arrays["var"], nodes, weights)
+    _refine_wide_on_device(likelihood._code, likelihood._kernel_params(), arrays, nodes.shape[0],
+                           (value, grad_mean, grad_var))
     return ExpectedLogLik(value, grad_mean, grad_var)
+
+
+def _refine_wide_on_device(code: int, params: np.ndarray, arrays: dict, n_nodes: int, outputs: tuple) -> None:
+    """The host backends' composite rule for factors too wide for the Gauss–Hermite rule, on device results.
+
+    One device pass looks for such a factor (only its index comes back); in the common case there is none and
+    nothing leaves the device. Otherwise the arrays make one round trip and the wide rows are recomputed by the
+    same code as on every other backend, so all backends agree."""
+    from . import _device
+    from .kernels.quadrature import WIDE_RESOLVE, _refine_wide, feature_scale
+
+    tau = feature_scale(code, params)
+    if not np.isfinite(tau):
+        return
+    limit = WIDE_RESOLVE * tau * np.sqrt(n_nodes / 20.0)
+    if _device.first_violation(arrays["var"], high=limit * limit) < 0:
+        return
+    y, mean, var = (arrays[k].copy_to_host() for k in ("y", "mean", "var"))
+    views = [_device.as_numba(out, "result") for out in outputs]
+    host = [view.copy_to_host() for view in views]
+    _refine_wide(code, params, y, mean, var, n_nodes, *host)
+    for view, values in zip(views, host):
+        view.copy_to_device(values)

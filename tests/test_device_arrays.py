@@ -133,6 +133,18 @@ def test_expected_log_lik_device_matches_numpy(rng, likelihood):
         assert_allclose(host(getattr(got, field)), getattr(want, field), **tol())
 
 
+@pytest.mark.parametrize("likelihood", [Bernoulli("logit"), Bernoulli("probit"), StudentT(0.5, 1.0)], ids=repr)
+def test_expected_log_lik_device_uses_the_composite_rule_for_wide_factors(likelihood):
+    """Factors far wider than the likelihood's feature (var up to 1e4) take the host backends' composite rule on
+    the device path too, so every backend agrees there as well."""
+    y = np.array([1.0, 0.0, 1.0, 0.0]) if isinstance(likelihood, Bernoulli) else np.array([0.3, -1.0, 2.0, 0.0])
+    mean, var = np.array([0.5, -2.0, 3.0, 0.0]), np.array([0.01, 50.0, 1e4, 2.0])
+    got = quadrature.expected_log_lik(likelihood, dev(y), dev(mean), dev(var))
+    want = quadrature.expected_log_lik(likelihood, y, mean, var, backend="numpy")
+    for field in ("value", "grad_mean", "grad_var"):
+        assert_allclose(host(getattr(got, field)), getattr(want, field), **tol())
+
+
 def test_expected_log_lik_device_checks():
     ones = dev(np.ones(2))
     with pytest.raises(ValueError, match=r"y must contain only 0 and 1 for a Bernoulli likelihood; got 2.0"):
