@@ -311,9 +311,15 @@ class _Engine:
         const_local = _HALF_LOG_2PI_E * n_obs * d
         const_global = _HALF_LOG_2PI_E * d_theta
         stop_reason = "n_iter"
+        # -- device executor (issue 14): with backend "cuda" and a model/encoder it supports, the iterations run on
+        # the GPU (avicore/_device_fit.py) and feed the same monitor, bar, times and callback; else the loop below.
+        from ._device_fit import device_loop
+        device = device_loop(self, backend)
         t0 = time.perf_counter()
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-            for t in range(n_iter):
+            if device is not None:
+                stop_reason = device(n_iter, lr_at, batches, monitor, bar, times, t0, callback)
+            for t in range(n_iter if device is None else 0):  # -- end of the device-executor hook --
                 rows = batches.next()
                 lr_t = lr_at(t)
                 scale = 1.0 if rows is None else n_obs / rows.size

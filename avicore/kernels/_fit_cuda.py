@@ -1,0 +1,313 @@
+"""CUDA kernels of the device-resident F-VI / A-VI iteration for the built-in scalar hierarchical models.
+
+Driven by :mod:`avicore._device_fit` (the device executor of :class:`avicore.FVI` / :class:`avicore.AVI`); every
+array stays on the device for the whole fit and one iteration is two launches (A-VI adds the encoder's dense
+layers, :mod:`avicore._encoders_cuda`):
+
+``fvi_local`` / ``avi_local`` (one thread per batch row)
+    draw ε[n, s] from the counter generator, evaluate the model's density and gradients (the device functions of
+    :mod:`avicore.kernels._elbo_cuda`, the formulas of :mod:`avicore.kernels.elbo`), and reduce Σₙ log p and
+    Σₙ ∂θ per sample into one partial row per block. F-VI applies the row's Adam step in the same kernel (dense, or
+    lazy with per-row step counts under minibatches: the arithmetic of ``avicore._cy.optim``); A-VI writes the
+    per-row gradients (N/B)·(∂mₙ, ∂log sₙ + 1) for the encoder's backward pass.
+``global_step`` (one block)
+    add the block partials in block order (fixed: reproducible run to run), form the ELBO estimate and the
+    gradient in (μ, log σ) exactly as the host loop of :mod:`avicore.inference` does, flag divergence, take the
+    Adam step of [μ, log σ, φ], write the trace entry, and draw θ for the next iteration.
+
+Layouts: ``loc`` (6, N) = [m, log s, Adam m/v of m, Adam m/v of log s]; ``gstate`` (3, P) = [params, Adam m, v];
+``part`` (blocks, S(1 + G) + 2) = [Σ log p (S) | Σ ∂θ (S·G) | Σ log sₙ | non-finite count]; per chunk of iterations
+``keys`` (c, 2) uint64 = (local, global) stream keys, ``sched`` (c, 4) = (lr, dense Adam step, √(1 − β₂ᵗ), N/B),
+``rows`` (c, B) int64 with ``n_batch`` (c,) — or ``rows`` of shape (1, 0) for the full batch.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+from ._counter_normal_cuda import device_functions
+from ._elbo_cuda import density_functions
+
+cuda = None  # numba.cuda, bound on first use (the simulator swaps this module global while kernels run)
+
+# Slots of the float64 ``cfg`` vector shared by the kernels of one fit.
+(C_CONST_LOCAL, C_CONST_GLOBAL, C_PRIOR_SCALE, C_POINT, C_FIXED, C_WEIGHT_DECAY, C_BETA1, C_BETA2, C_EPS,
+ C_AVI) = range(10)
+N_CFG = 10
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+@functools.cache
+def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator runs it in Python)
+    """(fvi_local, avi_local, global_step, draw) for blocks of ``threads`` (a power of two) threads."""
+    global cuda
+    from numba import cuda, float64, uint64
+
+    dev = device_functions()
+    counter_normal, row_key = dev.counter_normal, dev.row_key
+    linear_density, nonlinear_density = density_functions()
+
+    @cuda.jit(device=True)
+    def block_sum2(sh_a, sh_b, a, b, tid):
+        sh_a[tid] = a
+        sh_b[tid] = b
+        cuda.syncthreads()
+        stride = threads // 2
+        while stride > 0:
+            if tid < stride:
+                sh_a[tid] += sh_a[tid + stride]
+                sh_b[tid] += sh_b[tid + stride]
+            cuda.syncthreads()
+            stride //= 2
+
+    @cuda.jit(device=True)
+    def sample_loop(model, mparams, xn, mn, scale, rk, theta, active, sh_a, sh_b, tid, part, blk):
+        # Σ_s of the row's gradients (registers) and the block sums of log p, ∂θ per sample (partial row blk).
+        n_samples = theta.shape[0]
+        acc_m = 0.0
+        acc_ls = 0.0
+        for s in range(n_samples):
+            lp = 0.0
+            gt = 0.0
+            if active:
+                e = counter_normal(rk, s)
+                z = mn + scale * e
+                if model == 0:
+                    lp, gz, gt = linear_density(mparams, xn, z, theta[s, 0])
+                else:
+                    lp, gz, gt = nonlinear_density(mparams, xn, z, theta[s, 0])
+                acc_m += gz
+                acc_ls += gz * e
+            block_sum2(sh_a, sh_b, lp, gt, tid)
+            if tid == 0:
+                part[blk, s] = sh_a[0]
+                part[blk, n_samples + s] = sh_b[0]
+            cuda.syncthreads()
+        return acc_m, acc_ls
+
+    @cuda.jit(device=True, inline=True)
+    def adam_one(p, m, v, g, offset, step, sqrt_bc2, beta1, beta2, eps):
+        # avicore._cy.optim: ĝ = 1·g + offset, m ← β₁m + (1−β₁)ĝ, v ← β₂v + (1−β₂)ĝ², p ← p + step·m/(√v/√bc₂ + ε)
+        gi = 1.0 * g + offset
+        mi = beta1 * m + (1.0 - beta1) * gi
+        vi = beta2 * v + (1.0 - beta2) * gi * gi
+        bad = 0.0 if math.isfinite(gi) else 1.0
+        return p + step * mi / (math.sqrt(vi) / sqrt_bc2 + eps), mi, vi, bad
+
+    @cuda.jit(device=True, inline=True)
+    def batch_row(rows, n_batch, i, n, n_all):
+        # (active, dataset row) of batch position n at chunk iteration i; rows of shape (1, 0) = the full batch.
+        if rows.shape[1] == 0:
+            return n < n_all, n
+        if n < n_batch[i]:
+            return True, rows[i, n]
+        return False, 0
+
+    @cuda.jit
+    def fvi_local(model, mparams, cfg, x, loc, counts, theta, keys, sched, rows, n_batch, i, part):
+        sh_a = cuda.shared.array(threads, float64)
+        sh_b = cuda.shared.array(threads, float64)
+        tid = cuda.threadIdx.x
+        blk = cuda.blockIdx.x
+        active, row = batch_row(rows, n_batch, i, blk * threads + tid, loc.shape[1])
+        n_samples = theta.shape[0]
+        rk = uint64(0)
+        mn = 0.0
+        ls = 0.0
+        scale = 0.0
+        xn = 0.0
+        if active:
+            rk = row_key(keys[i, 0], row)
+            mn = loc[0, row]
+            ls = loc[1, row]
+            scale = math.exp(ls)
+            xn = x[row, 0]
+        acc_m, acc_ls = sample_loop(model, mparams, xn, mn, scale, rk, theta, active, sh_a, sh_b, tid, part, blk)
+        bad = 0.0
+        if active:
+            inv_s = 1.0 / n_samples
+            g_mean = acc_m * inv_s
+            g_log_scale = acc_ls * inv_s * scale
+            beta1 = cfg[C_BETA1]
+            beta2 = cfg[C_BETA2]
+            eps = cfg[C_EPS]
+            if rows.shape[1] == 0:  # dense step: every row at the iteration's step count
+                step = sched[i, 1]
+                sqrt_bc2 = sched[i, 2]
+            else:  # lazy Adam: the row's own step count
+                c = counts[row] + 1
+                counts[row] = c
+                step = sched[i, 0] / (1.0 - beta1 ** float64(c))
+                sqrt_bc2 = math.sqrt(1.0 - beta2 ** float64(c))
+            p, m, v, b = adam_one(mn, loc[2, row], loc[3, row], g_mean, 0.0, step, sqrt_bc2, beta1, beta2, eps)
+            loc[0, row] = p
+            loc[2, row] = m
+            loc[3, row] = v
+            bad += b
+            # ∂ELBO/∂log sₙ = grad_log_scale + 1 (the entropy's gradient as Adam's offset)
+            p, m, v, b = adam_one(ls, loc[4, row], loc[5, row], g_log_scale, 1.0, step, sqrt_bc2, beta1, beta2, eps)
+            loc[1, row] = p
+            loc[4, row] = m
+            loc[5, row] = v
+            bad += b
+        block_sum2(sh_a, sh_b, ls, bad, tid)
+        if tid == 0:
+            part[blk, 2 * n_samples] = sh_a[0]
+            part[blk, 2 * n_samples + 1] = sh_b[0]
+
+    @cuda.jit
+    def avi_local(model, mparams, x, enc_out, enc_grad, theta, keys, sched, rows, n_batch, i, part):
+        sh_a = cuda.shared.array(threads, float64)
+        sh_b = cuda.shared.array(threads, float64)
+        tid = cuda.threadIdx.x
+        blk = cuda.blockIdx.x
+        n = blk * threads + tid
+        active, row = batch_row(rows, n_batch, i, n, x.shape[0])
+        n_samples = theta.shape[0]
+        rk = uint64(0)
+        mn = 0.0
+        ls = 0.0
+        scale = 0.0
+        xn = 0.0
+        bad = 0.0
+        if active:
+            rk = row_key(keys[i, 0], row)
+            mn = enc_out[n, 0]
+            ls = enc_out[n, 1]
+            if not (math.isfinite(mn) and math.isfinite(ls)):
+                bad = 1.0
+            scale = math.exp(ls)
+            xn = x[row, 0]
+        acc_m, acc_ls = sample_loop(model, mparams, xn, mn, scale, rk, theta, active, sh_a, sh_b, tid, part, blk)
+        if active:
+            inv_s = 1.0 / n_samples
+            g_mean = acc_m * inv_s
+            g_log_scale = acc_ls * inv_s * scale + 1.0
+            batch_scale = sched[i, 3]
+            if batch_scale != 1.0:
+                g_log_scale *= batch_scale
+                g_mean = g_mean * batch_scale
+            enc_grad[n, 0] = g_mean
+            enc_grad[n, 1] = g_log_scale
+        block_sum2(sh_a, sh_b, ls, bad, tid)
+        if tid == 0:
+            part[blk, 2 * n_samples] = sh_a[0]
+            part[blk, 2 * n_samples + 1] = sh_b[0]
+
+    @cuda.jit(device=True)
+    def draw_theta(gstate, key, theta, eta, point, tid):
+        # θ_s = μ + exp(log σ) ⊙ η_s, η the global stream of (seed, step) (GlobalNoise / draw_global on the host)
+        n_samples, dim = theta.shape
+        row = row_key(key, 0)
+        for q in range(tid, n_samples * dim, threads):
+            s = q // dim
+            j = q - s * dim
+            mu = gstate[0, j]
+            if point:
+                eta[s, j] = 0.0
+                theta[s, j] = mu
+            else:
+                e = counter_normal(row, s * dim + j)
+                eta[s, j] = e
+                theta[s, j] = mu + math.exp(gstate[0, dim + j]) * e
+
+    @cuda.jit
+    def draw(gstate, cfg, keys, i, theta, eta):
+        draw_theta(gstate, keys[i, 1], theta, eta, cfg[C_POINT] != 0.0, cuda.threadIdx.x)
+
+    @cuda.jit
+    def global_step(part, n_parts, sums, theta, eta, gstate, grad, cfg, sched, keys, i, n_chunk, trace, status):
+        sh_a = cuda.shared.array(threads, float64)
+        sh_b = cuda.shared.array(threads, float64)
+        tid = cuda.threadIdx.x
+        n_samples, dim = theta.shape
+        n_cols = sums.shape[0]
+        # Column sums of the block partials: per-thread strided sums, then a tree (a fixed order).
+        for c in range(0, n_cols, 2):
+            a = 0.0
+            b = 0.0
+            for blk in range(tid, n_parts, threads):
+                a += part[blk, c]
+                if c + 1 < n_cols:
+                    b += part[blk, c + 1]
+            block_sum2(sh_a, sh_b, a, b, tid)
+            if tid == 0:
+                sums[c] = sh_a[0]
+                if c + 1 < n_cols:
+                    sums[c + 1] = sh_b[0]
+            cuda.syncthreads()
+        point = cfg[C_POINT] != 0.0
+        if tid == 0:  # the host loop's arithmetic (avicore.inference._Engine._run), in its order
+            batch_scale = sched[i, 3]
+            prior_scale = cfg[C_PRIOR_SCALE]
+            ok = True
+            acc = 0.0
+            for s in range(n_samples):
+                lp = 0.0
+                for j in range(dim):
+                    th = theta[s, j]
+                    if not math.isfinite(th):
+                        ok = False
+                    if prior_scale > 0.0:
+                        lp += -0.5 * th ** 2 / prior_scale ** 2 - 0.5 * _LOG_2PI - math.log(prior_scale)
+                acc += lp + batch_scale * sums[s]
+            elbo = acc / n_samples + batch_scale * sums[n_samples * (1 + dim)] + cfg[C_CONST_LOCAL]
+            if not point:
+                tot = 0.0
+                for j in range(dim):
+                    tot += gstate[0, dim + j]
+                elbo += tot + cfg[C_CONST_GLOBAL]
+            ok = ok and math.isfinite(elbo)
+            for j in range(dim):
+                g_mu = 0.0
+                g_ls = 0.0
+                for s in range(n_samples):
+                    gp = 0.0
+                    if prior_scale > 0.0:
+                        gp = -theta[s, j] / prior_scale ** 2
+                    g_theta = gp + batch_scale * sums[n_samples + s * dim + j]
+                    g_mu += g_theta
+                    g_ls += g_theta * eta[s, j]
+                g_mu = g_mu / n_samples
+                g_ls = 0.0 if point else g_ls / n_samples * math.exp(gstate[0, dim + j]) + 1.0
+                if cfg[C_FIXED] != 0.0:
+                    g_mu = 0.0
+                    g_ls = 0.0
+                ok = ok and math.isfinite(g_mu) and math.isfinite(g_ls)
+                grad[j] = g_mu
+                grad[dim + j] = g_ls
+            code = 0
+            if not ok:
+                code = 1  # diverged before the trace entry: the host keeps the state before this iteration
+            elif sums[n_samples * (1 + dim) + 1] > 0.0:
+                code = 1 if cfg[C_AVI] != 0.0 else 2  # A-VI: non-finite encoder output; F-VI: local gradient
+            status[i] = code
+            trace[i] = elbo
+        cuda.syncthreads()
+        step = sched[i, 1]
+        sqrt_bc2 = sched[i, 2]
+        beta1 = cfg[C_BETA1]
+        beta2 = cfg[C_BETA2]
+        eps = cfg[C_EPS]
+        decay = cfg[C_WEIGHT_DECAY]
+        n_params = gstate.shape[1]
+        bad = 0.0
+        for k in range(tid, n_params, threads):
+            g = grad[k]
+            if k >= 2 * dim and decay != 0.0:
+                g -= decay * gstate[0, k]
+            p, m, v, b = adam_one(gstate[0, k], gstate[1, k], gstate[2, k], g, 0.0, step, sqrt_bc2, beta1, beta2,
+                                  eps)
+            gstate[0, k] = p
+            gstate[1, k] = m
+            gstate[2, k] = v
+            bad += b
+        block_sum2(sh_a, sh_b, bad, 0.0, tid)
+        if tid == 0 and status[i] == 0 and sh_a[0] > 0.0:
+            status[i] = 2  # a non-finite encoder gradient: found in the update, after the trace entry
+        cuda.syncthreads()
+        if i + 1 < n_chunk:
+            draw_theta(gstate, keys[i + 1, 1], theta, eta, point, tid)
+
+    return fvi_local, avi_local, global_step, draw
