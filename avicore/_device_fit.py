@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -106,13 +107,12 @@ class DeviceLoop:
         self.d_theta, self.d_eta = dev(np.zeros((n_samples, dim))), dev(np.zeros((n_samples, dim)))
         self.d_part, self.d_sums = dev(np.zeros((self.max_blocks, n_cols))), dev(np.zeros(n_cols))
         self.d_trace, self.d_status = dev(np.zeros(self.sync)), dev(np.zeros(self.sync, dtype=np.int64))
-        self.h_keys = np.zeros((self.sync, 2), dtype=np.uint64)
-        self.h_sched = np.zeros((self.sync, 4))
-        self.h_rows = np.zeros((self.sync, max_rows) if self.minibatch else (1, 0), dtype=np.int64)
-        self.h_n_batch = np.zeros(self.sync, dtype=np.int64)
-        self.d_keys, self.d_sched = dev(self.h_keys), dev(self.h_sched)
-        self.d_rows, self.d_n_batch = dev(self.h_rows), dev(self.h_n_batch)
-        self.saved = [(self.d_gstate, dev(gstate))]  # (live, checkpoint) pairs restored by a replay
+        # Two host schedules (this chunk's and the previous one's, for a replay that reaches back one iteration)
+        # and the device copies of the current one.
+        self.h_sets = [self._host_schedule(max_rows), self._host_schedule(max_rows)]
+        self.d_keys, self.d_sched, self.d_rows, self.d_n_batch = (dev(a) for a in self.h_sets[0][:4])
+        # (live, checkpoint at this chunk's start, checkpoint at the previous chunk's start) for each state array
+        self.saved = [(self.d_gstate, dev(gstate), dev(gstate))]
         if self.avi:
             from ._encoders_cuda import DeviceEncoder, device_layers
             from .kernels._dense_cuda import Dense
@@ -124,34 +124,43 @@ class DeviceLoop:
             loc = np.zeros((6, n_obs))
             loc[0], loc[1] = engine.mean[:, 0], engine.log_scale[:, 0]
             self.d_loc, self.d_counts = dev(loc), dev(np.zeros(n_obs, dtype=np.int64))
-            self.saved += [(self.d_loc, dev(loc)), (self.d_counts, dev(np.zeros(n_obs, dtype=np.int64)))]
+            counts = np.zeros(n_obs, dtype=np.int64)
+            self.saved += [(self.d_loc, dev(loc), dev(loc)), (self.d_counts, dev(counts), dev(counts))]
 
     # -- the host side of a chunk ----------------------------------------------------------------------------
-    def _schedule(self, start: int, count: int, lr_at: Callable[[int], float], batches: Any) -> list[int]:
-        """Fill and upload the chunk's keys, Adam factors, batch scales and rows; return the batch sizes."""
+    def _host_schedule(self, max_rows: int) -> list:
+        """[keys (c, 2) uint64, sched (c, 4), rows (c, B) or (1, 0), n_batch (c,), batch sizes (list)]."""
+        return [np.zeros((self.sync, 2), dtype=np.uint64), np.zeros((self.sync, 4)),
+                np.zeros((self.sync, max_rows) if self.minibatch else (1, 0), dtype=np.int64),
+                np.zeros(self.sync, dtype=np.int64), []]
+
+    def _schedule(self, h: list, start: int, count: int, lr_at: Callable[[int], float], batches: Any) -> None:
+        """Fill the host schedule ``h`` of iterations start … start + count − 1 (the host loop's objects)."""
         from .kernels._counter_normal import STREAM_GLOBAL, STREAM_LOCAL, stream_key
 
-        sizes = []
+        keys, sched, rows_h, n_batch, sizes = h
+        sizes.clear()
         for i in range(count):
             t = start + i
             rows = batches.next()
             lr = lr_at(t)
             n = self.n_obs if rows is None else rows.size
-            self.h_keys[i, 0] = stream_key(self.key, t, STREAM_LOCAL)
-            self.h_keys[i, 1] = stream_key(self.key, t, STREAM_GLOBAL)
+            keys[i, 0] = stream_key(self.key, t, STREAM_LOCAL)
+            keys[i, 1] = stream_key(self.key, t, STREAM_GLOBAL)
             # Adam's dense step t + 1 (avicore.optim.Adam.step, maximising) and the minibatch scale N/B.
-            self.h_sched[i] = (lr, lr / (1.0 - self.beta1 ** (t + 1)), math.sqrt(1.0 - self.beta2 ** (t + 1)),
-                               1.0 if rows is None else self.n_obs / rows.size)
+            sched[i] = (lr, lr / (1.0 - self.beta1 ** (t + 1)), math.sqrt(1.0 - self.beta2 ** (t + 1)),
+                        1.0 if rows is None else self.n_obs / rows.size)
             if rows is not None:
-                self.h_rows[i, :n] = rows
-                self.h_n_batch[i] = n
+                rows_h[i, :n] = rows
+                n_batch[i] = n
             sizes.append(n)
-        self.d_keys.copy_to_device(self.h_keys)
-        self.d_sched.copy_to_device(self.h_sched)
+
+    def _upload(self, h: list) -> None:
+        self.d_keys.copy_to_device(h[0])
+        self.d_sched.copy_to_device(h[1])
         if self.minibatch:
-            self.d_rows.copy_to_device(self.h_rows)
-            self.d_n_batch.copy_to_device(self.h_n_batch)
-        return sizes
+            self.d_rows.copy_to_device(h[2])
+            self.d_n_batch.copy_to_device(h[3])
 
     def _launch(self, sizes: list[int], count: int) -> None:
         """Run iterations 0 … count − 1 of the uploaded chunk (launches only; no host synchronisation)."""
@@ -174,9 +183,24 @@ class DeviceLoop:
                                 self.d_grad, self.d_cfg, self.d_sched, self.d_keys, i, count, self.d_trace,
                                 self.d_status)
 
-    def _checkpoint(self, restore: bool = False) -> None:
-        for live, saved in self.saved:
-            (live if restore else saved).copy_to_device(saved if restore else live)
+    def _checkpoint(self) -> None:
+        """Save the live state as this chunk's start; the previous save becomes the previous chunk's."""
+        self.saved = [(live, prev, cur) for live, cur, prev in self.saved]
+        for live, cur, _ in self.saved:
+            cur.copy_to_device(live)
+
+    def _replay(self, keep: int, start: int, count: int, prev_count: int) -> None:
+        """Back to the state after ``keep`` iterations (≥ start − 1) from a checkpoint, replaying the schedule."""
+        if keep == start + count:
+            return
+        previous = keep < start
+        for live, cur, prev in self.saved:
+            live.copy_to_device(prev if previous else cur)
+        h = self.h_sets[(start // self.sync - 1) % 2] if previous else self.h_sets[(start // self.sync) % 2]
+        n = prev_count - 1 if previous else keep - start
+        if n:
+            self._upload(h)
+            self._launch(h[4], n)
 
     def to_host(self) -> None:
         """Copy the current parameters into the engine's host arrays (what ``_result`` and ``_state`` read)."""
@@ -194,51 +218,55 @@ class DeviceLoop:
     def __call__(self, n_iter: int, lr_at: Callable[[int], float], batches: Any, monitor: Any, bar: Any,
                  times: np.ndarray, t0: float, callback: Callable | None) -> str:
         """Run up to ``n_iter`` iterations; fill ``times``, feed ``monitor``/``bar``/``callback``; → stop reason."""
-        sync = 1 if callback is not None else self.sync
+        if callback is not None:
+            self.sync = 1  # the callback sees every iteration's state
         stop_reason = "n_iter"
-        with self.quiet():
-            start = 0
+        with self.quiet(), warnings.catch_warnings():
+            # The simulator runs the kernels on NumPy scalars in threads (outside the engine's np.errstate): a
+            # diverging fit's inf − inf must not warn there, as it does not on a GPU.
+            warnings.filterwarnings("ignore", message=".* encountered in scalar", category=RuntimeWarning)
+            start, prev_count = 0, 0
             while start < n_iter:
-                count = min(sync, n_iter - start)
-                sizes = self._schedule(start, count, lr_at, batches)
+                count = min(self.sync, n_iter - start)
+                h = self.h_sets[(start // self.sync) % 2]
+                self._schedule(h, start, count, lr_at, batches)
+                self._upload(h)
                 self._checkpoint()
                 begin = time.perf_counter() - t0
-                self._launch(sizes, count)
+                self._launch(h[4], count)
                 trace = self.d_trace.copy_to_host()
                 status = self.d_status.copy_to_host()
                 end = time.perf_counter() - t0
                 keep, stop_reason = self._book(start, count, trace, status, monitor, bar, times, begin, end,
                                                callback)
                 if keep is not None:
-                    if keep < count:  # back to the chunk's start, then the iterations the host loop kept
-                        self._checkpoint(restore=True)
-                        if keep:
-                            self._launch(sizes, keep)
+                    self._replay(keep, start, count, prev_count)
                     break
-                start += count
+                start, prev_count = start + count, count
             self.to_host()
         return stop_reason
 
     def _book(self, start, count, trace, status, monitor, bar, times, begin, end, callback):
-        """The host loop's bookkeeping for each entry of a chunk → (iterations to keep or None, stop reason).
+        """The host loop's bookkeeping for each entry of a chunk → (iterations whose updates to keep or None, reason).
 
-        Mirrors :meth:`avicore.inference._Engine._run` after the ELBO estimate: a non-finite θ, ELBO or gradient
-        in (μ, log σ) stops before the trace entry (status 1), a non-finite local or encoder gradient right after
-        ``monitor.record`` (status 2); both keep the state before the iteration.
+        Mirrors :meth:`avicore.inference._Engine._run` after the ELBO estimate. A non-finite θ, ELBO or gradient in
+        (μ, log σ) at iteration t (status 1) stops before its trace entry and keeps the state whose ELBO is the
+        last entry (t − 1 updates; the initial state at t = 0); a non-finite local or encoder gradient (status 2)
+        stops right after ``monitor.record`` and keeps the state before the update (t updates).
         """
         for i in range(count):
             t = start + i
             if status[i] == 1:
-                return i, "diverged"
+                return max(t - 1, 0), "diverged"
             times[t] = begin + (end - begin) * (i + 1) / count
             converged = monitor.record(float(trace[i]))
             if status[i] == 2:
-                return i, "diverged"
+                return t, "diverged"
             bar.update(t + 1, monitor.running_mean())
             if converged:
-                return i + 1, "tol"
+                return t + 1, "tol"
             if callback is not None:
                 self.to_host()
                 if callback(self.engine._state(t + 1, float(trace[i]), monitor.running_mean())):
-                    return i + 1, "callback"
+                    return t + 1, "callback"
         return None, "n_iter"

@@ -36,6 +36,10 @@ cuda = None  # numba.cuda, bound on first use (the simulator swaps this module g
  C_AVI) = range(10)
 N_CFG = 10
 _LOG_2PI = math.log(2.0 * math.pi)
+# exp overflows to +inf above this (the largest double below ln(DBL_MAX) rounds up to it).
+_EXP_OVERFLOW = 709.782712893384
+_INF = math.inf
+_NAN = math.nan
 
 
 @functools.cache
@@ -47,6 +51,11 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
     dev = device_functions()
     counter_normal, row_key = dev.counter_normal, dev.row_key
     linear_density, nonlinear_density = density_functions()
+
+    @cuda.jit(device=True, inline=True)
+    def exp_(v):
+        # math.exp with IEEE overflow to +inf (the GPU's behaviour; the simulator's Python math.exp raises instead)
+        return _INF if v >= _EXP_OVERFLOW else math.exp(v)
 
     @cuda.jit(device=True)
     def block_sum2(sh_a, sh_b, a, b, tid):
@@ -75,8 +84,12 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
                 z = mn + scale * e
                 if model == 0:
                     lp, gz, gt = linear_density(mparams, xn, z, theta[s, 0])
-                else:
+                elif math.isfinite(z):
                     lp, gz, gt = nonlinear_density(mparams, xn, z, theta[s, 0])
+                else:  # sin/cos of ±inf are NaN (the simulator's Python math raises instead)
+                    lp = _NAN
+                    gz = _NAN
+                    gt = _NAN
                 acc_m += gz
                 acc_ls += gz * e
             block_sum2(sh_a, sh_b, lp, gt, tid)
@@ -121,7 +134,7 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
             rk = row_key(keys[i, 0], row)
             mn = loc[0, row]
             ls = loc[1, row]
-            scale = math.exp(ls)
+            scale = exp_(ls)
             xn = x[row, 0]
         acc_m, acc_ls = sample_loop(model, mparams, xn, mn, scale, rk, theta, active, sh_a, sh_b, tid, part, blk)
         bad = 0.0
@@ -177,7 +190,7 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
             ls = enc_out[n, 1]
             if not (math.isfinite(mn) and math.isfinite(ls)):
                 bad = 1.0
-            scale = math.exp(ls)
+            scale = exp_(ls)
             xn = x[row, 0]
         acc_m, acc_ls = sample_loop(model, mparams, xn, mn, scale, rk, theta, active, sh_a, sh_b, tid, part, blk)
         if active:
@@ -210,7 +223,7 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
             else:
                 e = counter_normal(row, s * dim + j)
                 eta[s, j] = e
-                theta[s, j] = mu + math.exp(gstate[0, dim + j]) * e
+                theta[s, j] = mu + exp_(gstate[0, dim + j]) * e
 
     @cuda.jit
     def draw(gstate, cfg, keys, i, theta, eta):
@@ -250,7 +263,7 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
                     if not math.isfinite(th):
                         ok = False
                     if prior_scale > 0.0:
-                        lp += -0.5 * th ** 2 / prior_scale ** 2 - 0.5 * _LOG_2PI - math.log(prior_scale)
+                        lp += -0.5 * (th * th) / (prior_scale * prior_scale) - 0.5 * _LOG_2PI - math.log(prior_scale)
                 acc += lp + batch_scale * sums[s]
             elbo = acc / n_samples + batch_scale * sums[n_samples * (1 + dim)] + cfg[C_CONST_LOCAL]
             if not point:
@@ -265,12 +278,12 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
                 for s in range(n_samples):
                     gp = 0.0
                     if prior_scale > 0.0:
-                        gp = -theta[s, j] / prior_scale ** 2
+                        gp = -theta[s, j] / (prior_scale * prior_scale)
                     g_theta = gp + batch_scale * sums[n_samples + s * dim + j]
                     g_mu += g_theta
                     g_ls += g_theta * eta[s, j]
                 g_mu = g_mu / n_samples
-                g_ls = 0.0 if point else g_ls / n_samples * math.exp(gstate[0, dim + j]) + 1.0
+                g_ls = 0.0 if point else g_ls / n_samples * exp_(gstate[0, dim + j]) + 1.0
                 if cfg[C_FIXED] != 0.0:
                     g_mu = 0.0
                     g_ls = 0.0
