@@ -36,6 +36,9 @@ import numpy as np
 
 #: Iterations between host synchronisations (trace copy, bookkeeping, next schedule upload).
 SYNC_EVERY = 100
+#: F-VI runs each chunk of iterations in one cooperative (grid-synchronised) launch when the device allows it;
+#: False, or a device that refuses, gives two launches an iteration. The numbers are the same for the same grid.
+PERSISTENT = True
 
 
 def supported(engine: Any) -> bool:
@@ -77,7 +80,7 @@ class DeviceLoop:
         model = engine.model
         self.avi = engine.method == "A-VI"
         self.threads = _block_threads()
-        self.k_fvi, self.k_avi, self.k_global, self.k_draw = fc.fit_kernels(self.threads)
+        self.k_fvi, self.k_avi, self.k_global, self.k_draw, self.k_persistent = fc.fit_kernels(self.threads)
         n_obs, n_samples, dim = engine.n_obs, engine.n_samples, model.global_dim
         self.n_obs, self.key = n_obs, engine.key
         self.minibatch = engine.batch_size is not None and engine.batch_size < n_obs
@@ -126,6 +129,33 @@ class DeviceLoop:
             self.d_loc, self.d_counts = dev(loc), dev(np.zeros(n_obs, dtype=np.int64))
             counts = np.zeros(n_obs, dtype=np.int64)
             self.saved += [(self.d_loc, dev(loc), dev(loc)), (self.d_counts, dev(counts), dev(counts))]
+        self.persistent_blocks = self._cooperative_grid() if PERSISTENT and not self.avi else None
+        if self.persistent_blocks is not None and self.persistent_blocks > self.max_blocks:
+            self.d_part = dev(np.zeros((self.persistent_blocks, n_cols)))
+
+    def _persistent_args(self, count: int) -> tuple:
+        return (self.model_id, self.d_mparams, self.d_cfg, self.d_x, self.d_loc, self.d_counts, self.d_theta,
+                self.d_eta, self.d_keys, self.d_sched, self.d_rows, self.d_n_batch, self.d_part, self.d_sums,
+                self.d_gstate, self.d_grad, self.d_trace, self.d_status, np.int64(count))
+
+    def _cooperative_grid(self) -> int | None:
+        """Blocks of the persistent F-VI kernel (all resident at once), or None when it cannot run here.
+
+        The simulator runs cooperative grids of one block; on a GPU, as many blocks as stay resident (at most one
+        per tile of rows), from the compiled kernel's occupancy.
+        """
+        from .backends import cuda_is_real_gpu
+
+        if not cuda_is_real_gpu():
+            return 1
+        try:
+            special = self.k_persistent.specialize(*self._persistent_args(1))
+            kernel = next(iter(special.overloads.values()))
+            resident = int(kernel.max_cooperative_grid_blocks(self.threads))
+        except Exception:  # no cooperative launch on this device/driver: two launches an iteration
+            return None
+        self.k_persistent = special  # skips the per-launch type dispatch
+        return max(1, min(resident, self.max_blocks)) if resident > 0 else None
 
     # -- the host side of a chunk ----------------------------------------------------------------------------
     def _host_schedule(self, max_rows: int) -> list:
@@ -165,6 +195,16 @@ class DeviceLoop:
     def _launch(self, sizes: list[int], count: int) -> None:
         """Run iterations 0 … count − 1 of the uploaded chunk (launches only; no host synchronisation)."""
         t = self.threads
+        if self.persistent_blocks is not None:
+            try:
+                self.k_persistent[self.persistent_blocks, t](*self._persistent_args(count))
+                return
+            except Exception:  # a GPU refused the cooperative launch (nothing ran): two launches from now on
+                from .backends import cuda_is_real_gpu
+
+                if not cuda_is_real_gpu():
+                    raise  # the simulator runs it: a failure there is a bug, not a refusal
+                self.persistent_blocks = None
         self.k_draw[1, t](self.d_gstate, self.d_cfg, self.d_keys, 0, self.d_theta, self.d_eta)
         for i in range(count):
             blocks = -(-sizes[i] // t)

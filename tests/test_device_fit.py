@@ -51,12 +51,18 @@ def _both(make, x, **fit):
     return make("cuda").fit(x, **fit), make("cython").fit(x, **fit)
 
 
-@pytest.mark.parametrize("model, batch_size, extra", [
-    (LinearHierarchical(), None, {}),
-    (NonlinearHierarchical(), 5, {}),  # batches 5, 5, 2: lazy per-row Adam, N/B scaling, a short last batch
-    (LinearHierarchical(theta_prior_scale=2.0), 5, {"global_q": "point"}),
-], ids=["linear-full", "nonlinear-minibatch", "linear-prior-point-minibatch"])
-def test_fvi_device_fit_equals_cython_fit(model, batch_size, extra):
+@pytest.mark.parametrize("model, batch_size, extra, persistent", [
+    (LinearHierarchical(), None, {}, True),
+    (LinearHierarchical(), None, {}, False),
+    (NonlinearHierarchical(), 5, {}, True),  # batches 5, 5, 2: lazy per-row Adam, N/B scaling, a short last batch
+    (NonlinearHierarchical(), 5, {}, False),
+    (LinearHierarchical(theta_prior_scale=2.0), 5, {"global_q": "point"}, True),
+], ids=["linear-full-persistent", "linear-full-two-launches", "nonlinear-minibatch-persistent",
+        "nonlinear-minibatch-two-launches", "linear-prior-point-minibatch"])
+def test_fvi_device_fit_equals_cython_fit(monkeypatch, model, batch_size, extra, persistent):
+    # persistent: one cooperative launch per chunk (one block under the simulator, a grid-stride loop over the
+    # row tiles); else a local and a global launch per iteration.
+    monkeypatch.setattr(_device_fit, "PERSISTENT", persistent)
     x = _data(model)
     device, host = _both(lambda b: FVI(model, n_samples=3, backend=b, batch_size=batch_size, elbo_samples=4,
                                        **extra), x, n_iter=7, lr=0.05, seed=3)

@@ -73,7 +73,7 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
             stride //= 2
 
     @cuda.jit(device=True)
-    def sample_loop(model, mparams, xn, mn, scale, rk, theta, active, sh, tid, part, blk):
+    def sample_loop(model, mparams, xn, mn, scale, rk, theta, active, sh, tid, part, blk, first):
         # Σ_s of the row's gradients (registers) and the block sums of log p, ∂θ per sample (partial row blk),
         # 8 samples per tree: log p in tile rows 0–7, ∂θ in rows 8–15.
         n_samples = theta.shape[0]
@@ -104,20 +104,29 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
             tree(sh, tid)
             if tid == 0:
                 for k in range(width):
-                    part[blk, s0 + k] = sh[k, 0]
-                    part[blk, n_samples + s0 + k] = sh[half + k, 0]
+                    if first:
+                        part[blk, s0 + k] = sh[k, 0]
+                        part[blk, n_samples + s0 + k] = sh[half + k, 0]
+                    else:  # a further tile of rows of this block (grid-stride loop of the persistent kernel)
+                        part[blk, s0 + k] += sh[k, 0]
+                        part[blk, n_samples + s0 + k] += sh[half + k, 0]
             cuda.syncthreads()
         return acc_m, acc_ls
 
     @cuda.jit(device=True)
-    def row_totals(sh, tid, ls, bad, part, blk, col):
+    def row_totals(sh, tid, ls, bad, part, blk, col, first):
         # Block sums of the rows' log sₙ and non-finite counts → part[blk, col], part[blk, col + 1].
         sh[0, tid] = ls
         sh[1, tid] = bad
         tree(sh, tid)
         if tid == 0:
-            part[blk, col] = sh[0, 0]
-            part[blk, col + 1] = sh[1, 0]
+            if first:
+                part[blk, col] = sh[0, 0]
+                part[blk, col + 1] = sh[1, 0]
+            else:
+                part[blk, col] += sh[0, 0]
+                part[blk, col + 1] += sh[1, 0]
+        cuda.syncthreads()
 
     @cuda.jit(device=True, inline=True)
     def adam_one(p, m, v, g, offset, step, sqrt_bc2, beta1, beta2, eps):
@@ -137,12 +146,11 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
             return True, rows[i, n]
         return False, 0
 
-    @cuda.jit
-    def fvi_local(model, mparams, cfg, x, loc, counts, theta, keys, sched, rows, n_batch, i, part):
-        sh = cuda.shared.array((TILE, threads), float64)
-        tid = cuda.threadIdx.x
-        blk = cuda.blockIdx.x
-        active, row = batch_row(rows, n_batch, i, blk * threads + tid, loc.shape[1])
+    @cuda.jit(device=True)
+    def fvi_tile(model, mparams, cfg, x, loc, counts, theta, keys, sched, rows, n_batch, i, part, sh, tid, blk,
+                 tile, first):
+        # One tile of `threads` batch rows: draws, gradients, the rows' fused Adam step, block partials.
+        active, row = batch_row(rows, n_batch, i, tile * threads + tid, loc.shape[1])
         n_samples = theta.shape[0]
         rk = uint64(0)
         mn = 0.0
@@ -155,7 +163,7 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
             ls = loc[1, row]
             scale = exp_(ls)
             xn = x[row, 0]
-        acc_m, acc_ls = sample_loop(model, mparams, xn, mn, scale, rk, theta, active, sh, tid, part, blk)
+        acc_m, acc_ls = sample_loop(model, mparams, xn, mn, scale, rk, theta, active, sh, tid, part, blk, first)
         bad = 0.0
         if active:
             inv_s = 1.0 / n_samples
@@ -183,7 +191,29 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
             loc[4, row] = m
             loc[5, row] = v
             bad += b
-        row_totals(sh, tid, ls, bad, part, blk, 2 * n_samples)
+        row_totals(sh, tid, ls, bad, part, blk, 2 * n_samples, first)
+
+    @cuda.jit(device=True)
+    def fvi_rows(model, mparams, cfg, x, loc, counts, theta, keys, sched, rows, n_batch, i, part, sh, blk, n_blk):
+        # Block blk of n_blk takes the row tiles blk, blk + n_blk, … (one tile each when n_blk covers the batch);
+        # a block without a tile writes zero partials.
+        tid = cuda.threadIdx.x
+        n_all = loc.shape[1] if rows.shape[1] == 0 else n_batch[i]
+        n_tiles = (n_all + threads - 1) // threads
+        first = True
+        for tile in range(blk, n_tiles, n_blk):
+            fvi_tile(model, mparams, cfg, x, loc, counts, theta, keys, sched, rows, n_batch, i, part, sh, tid, blk,
+                     tile, first)
+            first = False
+        if first:
+            for c in range(tid, part.shape[1], threads):
+                part[blk, c] = 0.0
+
+    @cuda.jit
+    def fvi_local(model, mparams, cfg, x, loc, counts, theta, keys, sched, rows, n_batch, i, part):
+        sh = cuda.shared.array((TILE, threads), float64)
+        fvi_rows(model, mparams, cfg, x, loc, counts, theta, keys, sched, rows, n_batch, i, part, sh,
+                 cuda.blockIdx.x, cuda.gridDim.x)
 
     @cuda.jit
     def avi_local(model, mparams, x, enc_out, enc_grad, theta, keys, sched, rows, n_batch, i, part):
@@ -207,7 +237,7 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
                 bad = 1.0
             scale = exp_(ls)
             xn = x[row, 0]
-        acc_m, acc_ls = sample_loop(model, mparams, xn, mn, scale, rk, theta, active, sh, tid, part, blk)
+        acc_m, acc_ls = sample_loop(model, mparams, xn, mn, scale, rk, theta, active, sh, tid, part, blk, True)
         if active:
             inv_s = 1.0 / n_samples
             g_mean = acc_m * inv_s
@@ -218,7 +248,7 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
                 g_mean = g_mean * batch_scale
             enc_grad[n, 0] = g_mean
             enc_grad[n, 1] = g_log_scale
-        row_totals(sh, tid, ls, bad, part, blk, 2 * n_samples)
+        row_totals(sh, tid, ls, bad, part, blk, 2 * n_samples, True)
 
     @cuda.jit(device=True)
     def draw_theta(gstate, key, theta, eta, point, tid):
@@ -241,9 +271,8 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
     def draw(gstate, cfg, keys, i, theta, eta):
         draw_theta(gstate, keys[i, 1], theta, eta, cfg[C_POINT] != 0.0, cuda.threadIdx.x)
 
-    @cuda.jit
-    def global_step(part, n_parts, sums, theta, eta, gstate, grad, cfg, sched, keys, i, n_chunk, trace, status):
-        sh = cuda.shared.array((TILE, threads), float64)
+    @cuda.jit(device=True)
+    def global_body(part, n_parts, sums, theta, eta, gstate, grad, cfg, sched, keys, i, n_chunk, trace, status, sh):
         tid = cuda.threadIdx.x
         n_samples, dim = theta.shape
         n_cols = sums.shape[0]
@@ -335,4 +364,31 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
         if i + 1 < n_chunk:
             draw_theta(gstate, keys[i + 1, 1], theta, eta, point, tid)
 
-    return fvi_local, avi_local, global_step, draw
+    @cuda.jit
+    def global_step(part, n_parts, sums, theta, eta, gstate, grad, cfg, sched, keys, i, n_chunk, trace, status):
+        sh = cuda.shared.array((TILE, threads), float64)
+        global_body(part, n_parts, sums, theta, eta, gstate, grad, cfg, sched, keys, i, n_chunk, trace, status, sh)
+
+    @cuda.jit
+    def fvi_persistent(model, mparams, cfg, x, loc, counts, theta, eta, keys, sched, rows, n_batch, part, sums,
+                       gstate, grad, trace, status, n_chunk):
+        # A whole chunk of F-VI iterations in one cooperative launch: every block runs its row tiles, the grid
+        # synchronises, block 0 reduces the partials in block order and takes the global step (drawing the next
+        # θ), the grid synchronises again. Same device functions, hence the same numbers, as the two-launch path
+        # with the same grid.
+        sh = cuda.shared.array((TILE, threads), float64)
+        grid = cuda.cg.this_grid()
+        blk = cuda.blockIdx.x
+        n_blk = cuda.gridDim.x
+        if blk == 0:
+            draw_theta(gstate, keys[0, 1], theta, eta, cfg[C_POINT] != 0.0, cuda.threadIdx.x)
+        grid.sync()
+        for i in range(n_chunk):
+            fvi_rows(model, mparams, cfg, x, loc, counts, theta, keys, sched, rows, n_batch, i, part, sh, blk, n_blk)
+            grid.sync()
+            if blk == 0:
+                global_body(part, n_blk, sums, theta, eta, gstate, grad, cfg, sched, keys, i, n_chunk, trace,
+                            status, sh)
+            grid.sync()
+
+    return fvi_local, avi_local, global_step, draw, fvi_persistent
