@@ -43,13 +43,19 @@ PERSISTENT = True
 
 def supported(engine: Any) -> bool:
     """Whether the device executor runs this engine's fit (else the host loop runs it with the cuda kernels)."""
+    from .models.decoder import BayesianDecoder
     from .models.hierarchical import HierarchicalModel
 
     model = engine.model
     cls = type(model)
-    if not (isinstance(model, HierarchicalModel) and model._model_id in (0, 1) and model.latent_dim == 1
-            and cls.local_terms is HierarchicalModel.local_terms
-            and cls.log_prior_global is HierarchicalModel.log_prior_global):
+    if isinstance(model, BayesianDecoder):
+        base_ok = (cls.local_terms is BayesianDecoder.local_terms
+                   and cls.log_prior_global is BayesianDecoder.log_prior_global)
+    else:
+        base_ok = (isinstance(model, HierarchicalModel) and model._model_id in (0, 1) and model.latent_dim == 1
+                   and cls.local_terms is HierarchicalModel.local_terms
+                   and cls.log_prior_global is HierarchicalModel.log_prior_global)
+    if not base_ok:
         return False
     if engine.method == "A-VI":
         from ._encoders_cuda import device_layers
@@ -62,6 +68,12 @@ def device_loop(engine: Any, backend: str) -> DeviceLoop | None:
     """The device executor for this fit (called after ``engine._setup``), or None to run the host loop."""
     if backend != "cuda" or not supported(engine):
         return None
+    from .models.decoder import BayesianDecoder
+
+    if isinstance(engine.model, BayesianDecoder):
+        from ._decoder_fit import DecoderDeviceLoop
+
+        return DecoderDeviceLoop(engine)
     return DeviceLoop(engine)
 
 
@@ -69,6 +81,31 @@ class DeviceLoop:
     """Device buffers of one fit and the chunked loop over them; call it in place of the host loop."""
 
     def __init__(self, engine: Any) -> None:
+        from .kernels import _fit_cuda as fc
+
+        cfg = self._common(engine, fc.N_CFG)
+        model, dev = engine.model, self.cuda.to_device
+        n_obs, n_samples, dim = engine.n_obs, engine.n_samples, model.global_dim
+        self.k_fvi, self.k_avi, self.k_global, self.k_draw, self.k_persistent = fc.fit_kernels(self.threads)
+        cfg[fc.C_PRIOR_SCALE] = model.theta_prior_scale or 0.0
+        n_cols = n_samples * (1 + dim) + 2
+        self.max_blocks = -(-self.max_rows // self.threads)
+        self.model_id = np.int64(model._model_id)
+        self.d_mparams, self.d_cfg, self.d_x = dev(model._params), dev(cfg), dev(engine.x)
+        self.d_theta, self.d_eta = dev(np.zeros((n_samples, dim))), dev(np.zeros((n_samples, dim)))
+        self.d_part, self.d_sums = dev(np.zeros((self.max_blocks, n_cols))), dev(np.zeros(n_cols))
+        if self.avi:
+            self.encoder = self._device_encoder()
+        else:
+            loc = np.zeros((6, n_obs))
+            loc[0], loc[1] = engine.mean[:, 0], engine.log_scale[:, 0]
+            self.d_loc, self.d_counts = self._saved_locals(loc)
+        self.persistent_blocks = self._cooperative_grid() if PERSISTENT and not self.avi else None
+        if self.persistent_blocks is not None and self.persistent_blocks > self.max_blocks:
+            self.d_part = dev(np.zeros((self.persistent_blocks, n_cols)))
+
+    def _common(self, engine: Any, n_cfg: int) -> np.ndarray:
+        """The model-independent part: schedule buffers, trace, q(θ)/φ state and Adam moments; → host cfg."""
         from numba import cuda
 
         from .inference import _HALF_LOG_2PI_E
@@ -80,35 +117,27 @@ class DeviceLoop:
         model = engine.model
         self.avi = engine.method == "A-VI"
         self.threads = _block_threads()
-        self.k_fvi, self.k_avi, self.k_global, self.k_draw, self.k_persistent = fc.fit_kernels(self.threads)
-        n_obs, n_samples, dim = engine.n_obs, engine.n_samples, model.global_dim
+        self.persistent_blocks = None
+        n_obs = engine.n_obs
         self.n_obs, self.key = n_obs, engine.key
         self.minibatch = engine.batch_size is not None and engine.batch_size < n_obs
-        max_rows = engine.batch_size if self.minibatch else n_obs
+        self.max_rows = max_rows = engine.batch_size if self.minibatch else n_obs
         self.sync = max(1, int(SYNC_EVERY))
         adam = engine.adam if self.avi else engine.adam_global
         self.beta1, self.beta2 = adam.beta1, adam.beta2
-        cfg = np.zeros(fc.N_CFG)
+        cfg = np.zeros(n_cfg)
         cfg[fc.C_CONST_LOCAL] = _HALF_LOG_2PI_E * n_obs * model.latent_dim
-        cfg[fc.C_CONST_GLOBAL] = _HALF_LOG_2PI_E * dim
-        cfg[fc.C_PRIOR_SCALE] = model.theta_prior_scale or 0.0
+        cfg[fc.C_CONST_GLOBAL] = _HALF_LOG_2PI_E * model.global_dim
         cfg[fc.C_POINT] = float(engine.global_q == "point")
         cfg[fc.C_FIXED] = float(engine.fixed_global)
         cfg[fc.C_WEIGHT_DECAY] = engine.weight_decay if self.avi else 0.0
         cfg[fc.C_BETA1], cfg[fc.C_BETA2], cfg[fc.C_EPS] = adam.beta1, adam.beta2, adam.eps
         cfg[fc.C_AVI] = float(self.avi)
         params = engine.params if self.avi else engine.glob
-        n_params = params.size
-        gstate = np.zeros((3, n_params))
+        gstate = np.zeros((3, params.size))
         gstate[0] = params
-        n_cols = n_samples * (1 + dim) + 2
-        self.max_blocks = -(-max_rows // self.threads)
         dev = cuda.to_device
-        self.model_id = np.int64(model._model_id)
-        self.d_mparams, self.d_cfg, self.d_x = dev(model._params), dev(cfg), dev(engine.x)
-        self.d_gstate, self.d_grad = dev(gstate), dev(np.zeros(n_params))
-        self.d_theta, self.d_eta = dev(np.zeros((n_samples, dim))), dev(np.zeros((n_samples, dim)))
-        self.d_part, self.d_sums = dev(np.zeros((self.max_blocks, n_cols))), dev(np.zeros(n_cols))
+        self.d_gstate, self.d_grad = dev(gstate), dev(np.zeros(params.size))
         self.d_trace, self.d_status = dev(np.zeros(self.sync)), dev(np.zeros(self.sync, dtype=np.int64))
         # Two host schedules (this chunk's and the previous one's, for a replay that reaches back one iteration)
         # and the device copies of the current one.
@@ -116,22 +145,25 @@ class DeviceLoop:
         self.d_keys, self.d_sched, self.d_rows, self.d_n_batch = (dev(a) for a in self.h_sets[0][:4])
         # (live, checkpoint at this chunk's start, checkpoint at the previous chunk's start) for each state array
         self.saved = [(self.d_gstate, dev(gstate), dev(gstate))]
-        if self.avi:
-            from ._encoders_cuda import DeviceEncoder, device_layers
-            from .kernels._dense_cuda import Dense
+        return cfg
 
-            layers, activation = device_layers(engine.bound)
-            self.encoder = DeviceEncoder(layers, activation, engine.design, max_rows, self.minibatch,
-                                         self.d_gstate[0], self.d_grad, engine.n_glob, Dense())
-        else:
-            loc = np.zeros((6, n_obs))
-            loc[0], loc[1] = engine.mean[:, 0], engine.log_scale[:, 0]
-            self.d_loc, self.d_counts = dev(loc), dev(np.zeros(n_obs, dtype=np.int64))
-            counts = np.zeros(n_obs, dtype=np.int64)
-            self.saved += [(self.d_loc, dev(loc), dev(loc)), (self.d_counts, dev(counts), dev(counts))]
-        self.persistent_blocks = self._cooperative_grid() if PERSISTENT and not self.avi else None
-        if self.persistent_blocks is not None and self.persistent_blocks > self.max_blocks:
-            self.d_part = dev(np.zeros((self.persistent_blocks, n_cols)))
+    def _saved_locals(self, loc: np.ndarray) -> tuple:
+        """F-VI's local parameters/moments ``loc`` and per-row Adam step counts on the device, checkpointed."""
+        dev = self.cuda.to_device
+        counts = np.zeros(self.n_obs, dtype=np.int64)
+        d_loc, d_counts = dev(loc), dev(counts)
+        self.saved += [(d_loc, dev(loc), dev(loc)), (d_counts, dev(counts), dev(counts))]
+        return d_loc, d_counts
+
+    def _device_encoder(self):
+        """A-VI's encoder on the device, writing its φ gradient after q(θ)'s entries of the gradient vector."""
+        from ._encoders_cuda import DeviceEncoder, device_layers
+        from .kernels._dense_cuda import Dense
+
+        engine = self.engine
+        layers, activation = device_layers(engine.bound)
+        return DeviceEncoder(layers, activation, engine.design, self.max_rows, self.minibatch, self.d_gstate[0],
+                             self.d_grad, engine.n_glob, Dense())
 
     def _persistent_args(self, count: int) -> tuple:
         return (self.model_id, self.d_mparams, self.d_cfg, self.d_x, self.d_loc, self.d_counts, self.d_theta,
