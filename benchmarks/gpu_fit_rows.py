@@ -14,9 +14,8 @@ How each number is taken:
   which has no cython kernels): two fits of n₁ < n₂
   iterations after a warm-up fit (compilation), seconds per iteration = (seconds₂ − seconds₁)/(n₂ − n₁), where
   ``VIResult.seconds`` is the optimisation's wall time (set-up, upload and the final ELBO estimate excluded by the
-  difference). F-VI and A-VI of the hierarchical models run device-resident (:mod:`avicore._device_fit`); the
-  BayesianDecoder fits run the host loop over the decoder's CUDA kernels (no device-resident decoder fit yet —
-  the case text says so). ``max_abs_diff`` compares the two n₂ fits (trace, q(θ), q(zₙ), φ).
+  difference). Every fit here runs device-resident (:mod:`avicore._device_fit`, :mod:`avicore._decoder_fit`).
+  ``max_abs_diff`` compares the two n₂ fits (trace, q(θ), q(zₙ), φ).
 - peers on the same GPU, written as a user would: NumPyro (``AutoNormal``, ``Trace_ELBO``, ``lax.fori_loop`` over
   ``svi.update``) for F-VI; eager PyTorch float64 (``torch.optim.Adam``) for A-VI and the decoder. A peer that does
   not import (or has no GPU) gives ``peer_s = None`` and the reason in the case text.
@@ -277,8 +276,7 @@ def run_fit_rows(quick: bool, host_threads: int) -> list[dict]:
                                          dec["S"], sz["peer_iters"])
         label = "" if method == "F-VI" else f" MLP({dec['width']})"
         rows.append(_row(f"BayesianDecoder {method}{label} iteration, FashionMNIST shape ({dec['px']} px, "
-                         f"d={dec['d']}, hidden {dec['hidden']}, B={dec['batch']}; host loop + cuda kernels; "
-                         f"cython_s is numba)",
+                         f"d={dec['d']}, hidden {dec['hidden']}, B={dec['batch']}; cython_s is numba)",
                          cuda_s, cython_s, diff, "PyTorch eager f64", peer_s, why))
     _print_fashion_projection(dec, sz["fashion_batch"], images, n1, n2)
     return rows
