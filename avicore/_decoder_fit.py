@@ -142,14 +142,3 @@ class DecoderDeviceLoop(DeviceLoop):
                                                                self.d_sched, i, self.d_part_u)
             assemble[1, 1](self.d_part_g, self.d_part_l, rows_blocks, self.d_part_u, self.d_row_sq,
                            self.d_row_zz, n, self.d_cfg, self.d_sched, i, self.d_trace, self.d_status)
-
-    def to_host(self) -> None:
-        engine = self.engine
-        params = self.d_gstate[0].copy_to_host()
-        if self.avi:
-            engine.params[...] = params
-        else:
-            engine.glob[...] = params
-            loc = self.d_loc[:2].copy_to_host()
-            engine.mean[...] = loc[0]
-            engine.log_scale[...] = loc[1]

@@ -283,8 +283,8 @@ class DeviceLoop:
         else:
             engine.glob[...] = params
             loc = self.d_loc[:2].copy_to_host()
-            engine.mean[:, 0] = loc[0]
-            engine.log_scale[:, 0] = loc[1]
+            engine.mean[...] = loc[0].reshape(engine.mean.shape)
+            engine.log_scale[...] = loc[1].reshape(engine.log_scale.shape)
 
     # -- the loop --------------------------------------------------------------------------------------------
     def __call__(self, n_iter: int, lr_at: Callable[[int], float], batches: Any, monitor: Any, bar: Any,

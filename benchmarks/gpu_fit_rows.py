@@ -40,7 +40,6 @@ from avicore.encoders import MLP
 from avicore.models import BayesianDecoder, LinearHierarchical, NonlinearHierarchical
 
 HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
-TAU, SIGMA = 1.155, 2.43
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -88,38 +87,19 @@ def _row(case, cuda_s, cython_s, diff, peer, peer_s, why) -> dict:
 # ---------------------------------------------------------------------------------------------------------------
 
 def numpyro_fvi_step(x: np.ndarray, n_samples: int, n_iter: int) -> tuple[float | None, str]:
-    """NumPyro's f64 F-VI step on the linear model (``lax.fori_loop`` over ``svi.update``), or (None, why)."""
+    """NumPyro's f64 F-VI step on the linear model on the GPU (``bench_vi.numpyro_step``: AutoNormal, Trace_ELBO,
+    ``lax.fori_loop`` over ``svi.update``), or (None, why)."""
     try:
         import jax
-
-        jax.config.update("jax_enable_x64", True)
-        import jax.numpy as jnp
-        import numpyro
-        import numpyro.distributions as dist
-        from numpyro.distributions import constraints
-        from numpyro.infer import SVI, Trace_ELBO
-        from numpyro.infer.autoguide import AutoNormal
 
         if jax.default_backend() != "gpu":
             return None, f"JAX runs on {jax.default_backend()!r}, not a GPU"
     except Exception as exc:  # ImportError or a broken install
         return None, f"{type(exc).__name__}: {exc}"
+    from bench_vi import numpyro_step
 
-    def model(obs):
-        theta = numpyro.sample("theta", dist.ImproperUniform(constraints.real, (), ()))
-        with numpyro.plate("n", obs.shape[0]):
-            z = numpyro.sample("z", dist.Normal(0.0, 1.0))
-            numpyro.sample("x", dist.Normal(theta + TAU * z, SIGMA), obs=obs)
-
-    xj = jnp.asarray(x[:, 0])
-    svi = SVI(model, AutoNormal(model), numpyro.optim.Adam(1e-3),
-              Trace_ELBO(num_particles=n_samples, vectorize_particles=True))
-    state = svi.init(jax.random.PRNGKey(0), xj)
-    run = jax.jit(lambda st: jax.lax.fori_loop(0, n_iter, lambda i, s: svi.update(s, xj)[0], st))
-    state = jax.block_until_ready(run(state))  # compile
-    t0 = time.perf_counter()
-    jax.block_until_ready(run(state))
-    return (time.perf_counter() - t0) / n_iter, ""
+    timing, why = numpyro_step(x, n_samples, n_iter, repeats=1)
+    return (None, why) if timing is None else (timing.min, "")
 
 
 def _torch_cuda():

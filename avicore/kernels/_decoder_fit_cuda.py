@@ -40,6 +40,7 @@ from ._fit_cuda import (
     C_PRIOR_SCALE,
     C_WEIGHT_DECAY,
     N_CFG,
+    shared_device_functions,
 )
 
 cuda = None  # numba.cuda, bound on first use (the simulator swaps this module global while kernels run)
@@ -49,8 +50,6 @@ cuda = None  # numba.cuda, bound on first use (the simulator swaps this module g
 C_INV_VAR, C_ROW_CONST, C_N_THETA = N_CFG, N_CFG + 1, N_CFG + 2
 N_DECODER_CFG = N_CFG + 3
 _LOG_2PI = math.log(2.0 * math.pi)
-_EXP_OVERFLOW = 709.782712893384
-_INF = math.inf
 
 
 @functools.cache
@@ -61,28 +60,8 @@ def decoder_fit_kernels(threads: int):  # pragma: no cover - compiled (the simul
     dev = device_functions()
     counter_normal, row_key = dev.counter_normal, dev.row_key
 
-    @cuda.jit(device=True, inline=True)
-    def exp_(v):
-        return _INF if v >= _EXP_OVERFLOW else math.exp(v)
-
-    @cuda.jit(device=True)
-    def tree3(sh, tid):
-        cuda.syncthreads()
-        stride = threads // 2
-        while stride > 0:
-            if tid < stride:
-                for k in range(3):
-                    sh[k, tid] += sh[k, tid + stride]
-            cuda.syncthreads()
-            stride //= 2
-
-    @cuda.jit(device=True, inline=True)
-    def adam_one(p, m, v, g, offset, step, sqrt_bc2, beta1, beta2, eps):
-        gi = 1.0 * g + offset
-        mi = beta1 * m + (1.0 - beta1) * gi
-        vi = beta2 * v + (1.0 - beta2) * gi * gi
-        bad = 0.0 if math.isfinite(gi) else 1.0
-        return p + step * mi / (math.sqrt(vi) / sqrt_bc2 + eps), mi, vi, bad
+    helpers = shared_device_functions(threads)
+    exp_, tree, adam_one, adam_entry = helpers.exp_, helpers.tree, helpers.adam_one, helpers.adam_entry
 
     @cuda.jit
     def draw_global(gstate, cfg, keys, i, theta, eta, part):
@@ -110,7 +89,7 @@ def decoder_fit_kernels(threads: int):  # pragma: no cover - compiled (the simul
         sh[0, tid] = sq
         sh[1, tid] = bad
         sh[2, tid] = log_sd
-        tree3(sh, tid)
+        tree(sh, tid)
         if tid == 0:
             for k in range(3):
                 part[s, cuda.blockIdx.x, k] = sh[k, 0]
@@ -204,7 +183,7 @@ def decoder_fit_kernels(threads: int):  # pragma: no cover - compiled (the simul
         sh[0, tid] = sum_ls
         sh[1, tid] = bad
         sh[2, tid] = 0.0
-        tree3(sh, tid)
+        tree(sh, tid)
         if tid == 0:
             part[cuda.blockIdx.x, 0] = sh[0, 0]
             part[cuda.blockIdx.x, 1] = sh[1, 0]
@@ -216,9 +195,6 @@ def decoder_fit_kernels(threads: int):  # pragma: no cover - compiled (the simul
         k = cuda.blockIdx.x * threads + tid
         n_samples, dim = theta.shape
         n_params = gstate.shape[1]
-        beta1 = cfg[C_BETA1]
-        beta2 = cfg[C_BETA2]
-        eps = cfg[C_EPS]
         step = sched[i, 1]
         sqrt_bc2 = sched[i, 2]
         bad_glob = 0.0
@@ -240,31 +216,18 @@ def decoder_fit_kernels(threads: int):  # pragma: no cover - compiled (the simul
                 g_ls = 0.0
             if not (math.isfinite(g_mu) and math.isfinite(g_ls)):
                 bad_glob = 1.0
-            p, m, v, _ = adam_one(gstate[0, k], gstate[1, k], gstate[2, k], g_mu, 0.0, step, sqrt_bc2, beta1,
-                                  beta2, eps)
-            gstate[0, k] = p
-            gstate[1, k] = m
-            gstate[2, k] = v
-            q = dim + k
-            p, m, v, _ = adam_one(gstate[0, q], gstate[1, q], gstate[2, q], g_ls, 0.0, step, sqrt_bc2, beta1,
-                                  beta2, eps)
-            gstate[0, q] = p
-            gstate[1, q] = m
-            gstate[2, q] = v
+            adam_entry(gstate, k, g_mu, step, sqrt_bc2, cfg)
+            adam_entry(gstate, dim + k, g_ls, step, sqrt_bc2, cfg)
         elif 2 * dim <= k < n_params:
             g = grad[k]
             decay = cfg[C_WEIGHT_DECAY]
             if decay != 0.0:
                 g -= decay * gstate[0, k]
-            p, m, v, bad_phi = adam_one(gstate[0, k], gstate[1, k], gstate[2, k], g, 0.0, step, sqrt_bc2, beta1,
-                                        beta2, eps)
-            gstate[0, k] = p
-            gstate[1, k] = m
-            gstate[2, k] = v
+            bad_phi = adam_entry(gstate, k, g, step, sqrt_bc2, cfg)
         sh[0, tid] = bad_glob
         sh[1, tid] = bad_phi
         sh[2, tid] = 0.0
-        tree3(sh, tid)
+        tree(sh, tid)
         if tid == 0:
             part[cuda.blockIdx.x, 0] = sh[0, 0]
             part[cuda.blockIdx.x, 1] = sh[1, 0]

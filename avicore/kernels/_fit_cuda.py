@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+from types import SimpleNamespace
 
 from ._counter_normal_cuda import device_functions
 from ._elbo_cuda import density_functions
@@ -46,14 +47,10 @@ _NAN = math.nan
 
 
 @functools.cache
-def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator runs it in Python)
-    """(fvi_local, avi_local, global_step, draw) for blocks of ``threads`` (a power of two) threads."""
+def shared_device_functions(threads: int):  # pragma: no cover - compiled (the simulator runs it in Python)
+    """``exp_``, ``tree``, ``adam_one``, ``adam_entry``: device helpers of the fit kernels (here and the decoder's)."""
     global cuda
-    from numba import cuda, float64, uint64
-
-    dev = device_functions()
-    counter_normal, row_key = dev.counter_normal, dev.row_key
-    linear_density, nonlinear_density = density_functions()
+    from numba import cuda
 
     @cuda.jit(device=True, inline=True)
     def exp_(v):
@@ -62,15 +59,49 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
 
     @cuda.jit(device=True)
     def tree(sh, tid):
-        # Column sums of the (TILE, threads) tile into sh[:, 0], pairwise over threads in a fixed order.
+        # Row sums of the (k, threads) shared tile into sh[:, 0], pairwise over threads in a fixed order.
         cuda.syncthreads()
         stride = threads // 2
         while stride > 0:
             if tid < stride:
-                for k in range(TILE):
+                for k in range(sh.shape[0]):
                     sh[k, tid] += sh[k, tid + stride]
             cuda.syncthreads()
             stride //= 2
+
+    @cuda.jit(device=True, inline=True)
+    def adam_one(p, m, v, g, offset, step, sqrt_bc2, beta1, beta2, eps):
+        # avicore._cy.optim: ĝ = 1·g + offset, m ← β₁m + (1−β₁)ĝ, v ← β₂v + (1−β₂)ĝ², p ← p + step·m/(√v/√bc₂ + ε)
+        gi = 1.0 * g + offset
+        mi = beta1 * m + (1.0 - beta1) * gi
+        vi = beta2 * v + (1.0 - beta2) * gi * gi
+        bad = 0.0 if math.isfinite(gi) else 1.0
+        return p + step * mi / (math.sqrt(vi) / sqrt_bc2 + eps), mi, vi, bad
+
+    @cuda.jit(device=True, inline=True)
+    def adam_entry(gstate, q, g, step, sqrt_bc2, cfg):
+        # Dense Adam step of entry q of gstate = [params, m, v] (3, P); → 1.0 if the gradient is not finite.
+        p, m, v, bad = adam_one(gstate[0, q], gstate[1, q], gstate[2, q], g, 0.0, step, sqrt_bc2, cfg[C_BETA1],
+                                cfg[C_BETA2], cfg[C_EPS])
+        gstate[0, q] = p
+        gstate[1, q] = m
+        gstate[2, q] = v
+        return bad
+
+    return SimpleNamespace(exp_=exp_, tree=tree, adam_one=adam_one, adam_entry=adam_entry)
+
+
+@functools.cache
+def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator runs it in Python)
+    """(fvi_local, avi_local, global_step, draw, fvi_persistent) for blocks of ``threads`` (a power of two)."""
+    global cuda
+    from numba import cuda, float64, uint64
+
+    dev = device_functions()
+    counter_normal, row_key = dev.counter_normal, dev.row_key
+    linear_density, nonlinear_density = density_functions()
+    helpers = shared_device_functions(threads)
+    exp_, tree, adam_one, adam_entry = helpers.exp_, helpers.tree, helpers.adam_one, helpers.adam_entry
 
     @cuda.jit(device=True)
     def sample_loop(model, mparams, xn, mn, scale, rk, theta, active, sh, tid, part, blk, first):
@@ -129,15 +160,6 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
         cuda.syncthreads()
 
     @cuda.jit(device=True, inline=True)
-    def adam_one(p, m, v, g, offset, step, sqrt_bc2, beta1, beta2, eps):
-        # avicore._cy.optim: ĝ = 1·g + offset, m ← β₁m + (1−β₁)ĝ, v ← β₂v + (1−β₂)ĝ², p ← p + step·m/(√v/√bc₂ + ε)
-        gi = 1.0 * g + offset
-        mi = beta1 * m + (1.0 - beta1) * gi
-        vi = beta2 * v + (1.0 - beta2) * gi * gi
-        bad = 0.0 if math.isfinite(gi) else 1.0
-        return p + step * mi / (math.sqrt(vi) / sqrt_bc2 + eps), mi, vi, bad
-
-    @cuda.jit(device=True, inline=True)
     def batch_row(rows, n_batch, i, n, n_all):
         # (active, dataset row) of batch position n at chunk iteration i; rows of shape (1, 0) = the full batch.
         if rows.shape[1] == 0:
@@ -147,23 +169,28 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
         return False, 0
 
     @cuda.jit(device=True)
+    def row_pass(model, mparams, x, keys, i, row, active, mn, ls, theta, sh, tid, part, blk, first):
+        # The row's sample loop from its q(zₙ) = N(mn, exp(ls)²) → (Σ_s ∂z, Σ_s ∂z·ε, exp(ls)).
+        rk = uint64(0)
+        scale = 0.0
+        xn = 0.0
+        if active:
+            rk = row_key(keys[i, 0], row)
+            scale = exp_(ls)
+            xn = x[row, 0]
+        acc_m, acc_ls = sample_loop(model, mparams, xn, mn, scale, rk, theta, active, sh, tid, part, blk, first)
+        return acc_m, acc_ls, scale
+
+    @cuda.jit(device=True)
     def fvi_tile(model, mparams, cfg, x, loc, counts, theta, keys, sched, rows, n_batch, i, part, sh, tid, blk,
                  tile, first):
         # One tile of `threads` batch rows: draws, gradients, the rows' fused Adam step, block partials.
         active, row = batch_row(rows, n_batch, i, tile * threads + tid, loc.shape[1])
         n_samples = theta.shape[0]
-        rk = uint64(0)
-        mn = 0.0
-        ls = 0.0
-        scale = 0.0
-        xn = 0.0
-        if active:
-            rk = row_key(keys[i, 0], row)
-            mn = loc[0, row]
-            ls = loc[1, row]
-            scale = exp_(ls)
-            xn = x[row, 0]
-        acc_m, acc_ls = sample_loop(model, mparams, xn, mn, scale, rk, theta, active, sh, tid, part, blk, first)
+        mn = loc[0, row] if active else 0.0
+        ls = loc[1, row] if active else 0.0
+        acc_m, acc_ls, scale = row_pass(model, mparams, x, keys, i, row, active, mn, ls, theta, sh, tid, part, blk,
+                                        first)
         bad = 0.0
         if active:
             inv_s = 1.0 / n_samples
@@ -223,21 +250,11 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
         n = blk * threads + tid
         active, row = batch_row(rows, n_batch, i, n, x.shape[0])
         n_samples = theta.shape[0]
-        rk = uint64(0)
-        mn = 0.0
-        ls = 0.0
-        scale = 0.0
-        xn = 0.0
-        bad = 0.0
-        if active:
-            rk = row_key(keys[i, 0], row)
-            mn = enc_out[n, 0]
-            ls = enc_out[n, 1]
-            if not (math.isfinite(mn) and math.isfinite(ls)):
-                bad = 1.0
-            scale = exp_(ls)
-            xn = x[row, 0]
-        acc_m, acc_ls = sample_loop(model, mparams, xn, mn, scale, rk, theta, active, sh, tid, part, blk, True)
+        mn = enc_out[n, 0] if active else 0.0
+        ls = enc_out[n, 1] if active else 0.0
+        bad = 0.0 if math.isfinite(mn) and math.isfinite(ls) else 1.0
+        acc_m, acc_ls, scale = row_pass(model, mparams, x, keys, i, row, active, mn, ls, theta, sh, tid, part, blk,
+                                        True)
         if active:
             inv_s = 1.0 / n_samples
             g_mean = acc_m * inv_s
@@ -340,22 +357,13 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
         cuda.syncthreads()
         step = sched[i, 1]
         sqrt_bc2 = sched[i, 2]
-        beta1 = cfg[C_BETA1]
-        beta2 = cfg[C_BETA2]
-        eps = cfg[C_EPS]
         decay = cfg[C_WEIGHT_DECAY]
-        n_params = gstate.shape[1]
         bad = 0.0
-        for k in range(tid, n_params, threads):
+        for k in range(tid, gstate.shape[1], threads):
             g = grad[k]
             if k >= 2 * dim and decay != 0.0:
                 g -= decay * gstate[0, k]
-            p, m, v, b = adam_one(gstate[0, k], gstate[1, k], gstate[2, k], g, 0.0, step, sqrt_bc2, beta1, beta2,
-                                  eps)
-            gstate[0, k] = p
-            gstate[1, k] = m
-            gstate[2, k] = v
-            bad += b
+            bad += adam_entry(gstate, k, g, step, sqrt_bc2, cfg)
         sh[0, tid] = bad
         tree(sh, tid)
         if tid == 0 and status[i] == 0 and sh[0, 0] > 0.0:
