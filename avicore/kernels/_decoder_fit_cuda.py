@@ -63,6 +63,16 @@ def decoder_fit_kernels(threads: int):  # pragma: no cover - compiled (the simul
     helpers = shared_device_functions(threads)
     exp_, tree, adam_one, adam_entry = helpers.exp_, helpers.tree, helpers.adam_one, helpers.adam_entry
 
+    @cuda.jit(device=True)
+    def block_pair(sh, tid, a, b, part):
+        # Block sums of two per-thread values → part[block, 0], part[block, 1] (a fixed-order tree).
+        sh[0, tid] = a
+        sh[1, tid] = b
+        tree(sh, tid)
+        if tid == 0:
+            part[cuda.blockIdx.x, 0] = sh[0, 0]
+            part[cuda.blockIdx.x, 1] = sh[1, 0]
+
     @cuda.jit
     def draw_global(gstate, cfg, keys, i, theta, eta, part):
         sh = cuda.shared.array((3, threads), float64)
@@ -130,7 +140,7 @@ def decoder_fit_kernels(threads: int):  # pragma: no cover - compiled (the simul
     @cuda.jit
     def local_update(cfg, sched, i, rows, n_rows, n_samples, loc, counts, mean, log_scale, gm, gls, enc_grad,
                      part):
-        sh = cuda.shared.array((3, threads), float64)
+        sh = cuda.shared.array((2, threads), float64)
         tid = cuda.threadIdx.x
         n = cuda.blockIdx.x * threads + tid
         d = mean.shape[1]
@@ -180,17 +190,11 @@ def decoder_fit_kernels(threads: int):  # pragma: no cover - compiled (the simul
                     loc[4, row, j] = m
                     loc[5, row, j] = v
                     bad += b
-        sh[0, tid] = sum_ls
-        sh[1, tid] = bad
-        sh[2, tid] = 0.0
-        tree(sh, tid)
-        if tid == 0:
-            part[cuda.blockIdx.x, 0] = sh[0, 0]
-            part[cuda.blockIdx.x, 1] = sh[1, 0]
+        block_pair(sh, tid, sum_ls, bad, part)
 
     @cuda.jit
     def global_update(gstate, grad, theta, eta, g_theta, cfg, sched, i, part):
-        sh = cuda.shared.array((3, threads), float64)
+        sh = cuda.shared.array((2, threads), float64)
         tid = cuda.threadIdx.x
         k = cuda.blockIdx.x * threads + tid
         n_samples, dim = theta.shape
@@ -224,13 +228,7 @@ def decoder_fit_kernels(threads: int):  # pragma: no cover - compiled (the simul
             if decay != 0.0:
                 g -= decay * gstate[0, k]
             bad_phi = adam_entry(gstate, k, g, step, sqrt_bc2, cfg)
-        sh[0, tid] = bad_glob
-        sh[1, tid] = bad_phi
-        sh[2, tid] = 0.0
-        tree(sh, tid)
-        if tid == 0:
-            part[cuda.blockIdx.x, 0] = sh[0, 0]
-            part[cuda.blockIdx.x, 1] = sh[1, 0]
+        block_pair(sh, tid, bad_glob, bad_phi, part)
 
     @cuda.jit
     def assemble(part_g, part_l, n_local_blocks, part_u, row_sq, row_zz, n_rows, cfg, sched, i, trace, status):
