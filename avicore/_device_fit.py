@@ -145,6 +145,7 @@ class DeviceLoop:
         self.d_keys, self.d_sched, self.d_rows, self.d_n_batch = (dev(a) for a in self.h_sets[0][:4])
         # (live, checkpoint at this chunk's start, checkpoint at the previous chunk's start) for each state array
         self.saved = [(self.d_gstate, dev(gstate), dev(gstate))]
+        self.best_saved: list | None = None  # the start of the chunk holding the watcher's best state
         return cfg
 
     def _saved_locals(self, loc: np.ndarray) -> tuple:
@@ -288,11 +289,18 @@ class DeviceLoop:
 
     # -- the loop --------------------------------------------------------------------------------------------
     def __call__(self, n_iter: int, lr_at: Callable[[int], float], batches: Any, monitor: Any, bar: Any,
-                 times: np.ndarray, t0: float, callback: Callable | None) -> str:
-        """Run up to ``n_iter`` iterations; fill ``times``, feed ``monitor``/``bar``/``callback``; → stop reason."""
+                 times: np.ndarray, t0: float, callback: Callable | None) -> tuple[str, str, float, float]:
+        """Run up to ``n_iter`` iterations; fill ``times``, feed ``monitor``/``bar``/``callback``.
+
+        ``monitor`` is the engine's watcher of the ELBO estimates: a :class:`~avicore.optim.ConvergenceMonitor`,
+        or a fit-health watcher (an object with ``record``, ``is_best``, ``best_index``, ``runaway`` and the
+        monitor as ``.monitor``), whose best state this loop rebuilds on the device and hands to the engine's
+        ``_keep_best``. Returns (stop reason, cause of a divergence or "", the refused estimate (NaN), the last
+        learning rate).
+        """
         if callback is not None:
             self.sync = 1  # the callback sees every iteration's state
-        stop_reason = "n_iter"
+        stop_reason, cause, lr_t = "n_iter", "", math.nan
         with self.quiet(), warnings.catch_warnings():
             # The simulator runs the kernels on NumPy scalars in threads (outside the engine's np.errstate): a
             # diverging fit's inf − inf must not warn there, as it does not on a GPU.
@@ -309,36 +317,73 @@ class DeviceLoop:
                 trace = self.d_trace.copy_to_host()
                 status = self.d_status.copy_to_host()
                 end = time.perf_counter() - t0
-                keep, stop_reason = self._book(start, count, trace, status, monitor, bar, times, begin, end,
-                                               callback)
+                keep, stop_reason, cause, best, last = self._book(start, count, trace, status, monitor, bar, times,
+                                                                  begin, end, callback)
+                lr_t = lr_at(last)  # the learning rate of the last iteration run, as the host loop reports it
+                if best:
+                    self._save_best(h, start)
                 if keep is not None:
-                    self._replay(keep, start, count, prev_count)
+                    if stop_reason == "diverged" and getattr(monitor, "best_index", -1) >= 0:
+                        self._to_best(monitor.best_index)  # the watcher's best state, for engine._keep_best
+                    else:
+                        self._replay(keep, start, count, prev_count)
                     break
                 start, prev_count = start + count, count
             self.to_host()
-        return stop_reason
+            if stop_reason == "diverged" and getattr(monitor, "best_index", -1) >= 0:
+                self.engine._keep_best()
+        return stop_reason, cause, math.nan, lr_t
+
+    def _save_best(self, h: list, start: int) -> None:
+        """Keep this chunk's start state and schedule: the watcher's best state lies in it."""
+        if self.best_saved is None:
+            self.best_saved = [self.cuda.device_array_like(live) for live, _, _ in self.saved]
+        for (_, cur, _), kept in zip(self.saved, self.best_saved):
+            kept.copy_to_device(cur)
+        self.best_h = [a.copy() for a in h[:4]] + [list(h[4])]
+        self.best_start = start
+
+    def _to_best(self, best_index: int) -> None:
+        """Rebuild the state after ``best_index`` iterations from the saved chunk start."""
+        for (live, _, _), kept in zip(self.saved, self.best_saved):
+            live.copy_to_device(kept)
+        n = best_index - self.best_start
+        if n:
+            self._upload(self.best_h)
+            self._launch(self.best_h[4], n)
 
     def _book(self, start, count, trace, status, monitor, bar, times, begin, end, callback):
-        """The host loop's bookkeeping for each entry of a chunk → (iterations whose updates to keep or None, reason).
+        """The host loop's bookkeeping for each entry of a chunk → (iterations whose updates to keep or None,
+        stop reason, cause, whether a new best estimate was recorded, the last iteration looked at).
 
         Mirrors :meth:`avicore.inference._Engine._run` after the ELBO estimate. A non-finite θ, ELBO or gradient in
-        (μ, log σ) at iteration t (status 1) stops before its trace entry and keeps the state whose ELBO is the
-        last entry (t − 1 updates; the initial state at t = 0); a non-finite local or encoder gradient (status 2)
-        stops right after ``monitor.record`` and keeps the state before the update (t updates).
+        (μ, log σ) at iteration t (status 1) stops before its trace entry; a non-finite local or encoder gradient
+        (status 2) right after the record. With a plain monitor the state kept is the one whose ELBO is the last
+        entry (t − 1 updates, resp. t); with a fit-health watcher the engine returns the watcher's best state.
         """
+        health = monitor if hasattr(monitor, "runaway") else None
+        record = monitor.record
+        running = (monitor.monitor if health is not None else monitor).running_mean
+        nonfinite = getattr(health, "NONFINITE", "")
+        best = False
         for i in range(count):
             t = start + i
             if status[i] == 1:
-                return max(t - 1, 0), "diverged"
+                return (max(t - 1, 0) if health is None else t), "diverged", nonfinite, best, t
             times[t] = begin + (end - begin) * (i + 1) / count
-            converged = monitor.record(float(trace[i]))
+            converged = record(float(trace[i]))
+            if health is not None:
+                best = best or health.is_best
+                cause = health.runaway()
+                if cause:
+                    return t, "diverged", cause, best, t
             if status[i] == 2:
-                return t, "diverged"
-            bar.update(t + 1, monitor.running_mean())
+                return t, "diverged", nonfinite, best, t
+            bar.update(t + 1, running())
             if converged:
-                return t + 1, "tol"
+                return t + 1, "tol", "", best, t
             if callback is not None:
                 self.to_host()
-                if callback(self.engine._state(t + 1, float(trace[i]), monitor.running_mean())):
-                    return t + 1, "callback"
-        return None, "n_iter"
+                if callback(self.engine._state(t + 1, float(trace[i]), running())):
+                    return t + 1, "callback", "", best, t
+        return None, "n_iter", "", best, start + count - 1

@@ -318,7 +318,7 @@ class _Engine:
         t0 = time.perf_counter()
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             if device is not None:
-                stop_reason = device(n_iter, lr_at, batches, monitor, bar, times, t0, callback)
+                stop_reason = device(n_iter, lr_at, batches, monitor, bar, times, t0, callback)[0]
             for t in range(n_iter if device is None else 0):  # -- end of the device-executor hook --
                 rows = batches.next()
                 lr_t = lr_at(t)
