@@ -18,6 +18,12 @@ the state saved at the chunk's start (device-to-device copies) and replays the i
 final state is the one the host loop would have kept: the noise depends only on (seed, iteration), so a replay
 is exact.
 
+With the fit-health watcher of issue 20 (``FitHealth``: record, best state, runaway of the running ELBO) the
+same entries go through ``record``/``is_best``/``runaway``; its *scale* test (``FitHealth.scales``: a local or
+global sd leaving float64's usable range, checked on the parameters before each record) is not applied by this
+loop yet — it would need a per-iteration device flag for every row's log sd — so such a fit stops one or two
+iterations later, on the running-ELBO test or a non-finite value, returning the same best state.
+
 The arithmetic is the host loop's, in its order (the ELBO estimate, the gradient in (μ, log σ), Adam — dense or
 lazy per row — with the same bias corrections); only the order of the sums over rows differs (block tree
 reductions instead of chunked sums), so a device fit equals the cython fit with the same seed to rounding
