@@ -94,7 +94,7 @@ class DeviceLoop:
         n_obs, n_samples, dim = engine.n_obs, engine.n_samples, model.global_dim
         self.k_fvi, self.k_avi, self.k_global, self.k_draw, self.k_persistent = fc.fit_kernels(self.threads)
         cfg[fc.C_PRIOR_SCALE] = model.theta_prior_scale or 0.0
-        n_cols = n_samples * (1 + dim) + 2
+        n_cols = n_samples * (1 + dim) + 3
         self.max_blocks = -(-self.max_rows // self.threads)
         self.model_id = np.int64(model._model_id)
         self.d_mparams, self.d_cfg, self.d_x = dev(model._params), dev(cfg), dev(engine.x)
@@ -106,6 +106,13 @@ class DeviceLoop:
             loc = np.zeros((6, n_obs))
             loc[0], loc[1] = engine.mean[:, 0], engine.log_scale[:, 0]
             self.d_loc, self.d_counts = self._saved_locals(loc)
+        # [rows whose log sd is outside FitHealth's usable range, its value for each iteration of the chunk]
+        scale_state = np.zeros(self.sync + 1, dtype=np.int64)
+        if not self.avi:
+            ls = engine.log_scale
+            scale_state[0] = int(np.count_nonzero(np.any((ls < fc._LOG_EPS) | (ls > fc._LOG_MAX_SD), axis=1)))
+        self.d_scale_state = dev(scale_state)
+        self.saved.append((self.d_scale_state, dev(scale_state), dev(scale_state)))
         self.persistent_blocks = self._cooperative_grid() if PERSISTENT and not self.avi else None
         if self.persistent_blocks is not None and self.persistent_blocks > self.max_blocks:
             self.d_part = dev(np.zeros((self.persistent_blocks, n_cols)))
@@ -175,7 +182,7 @@ class DeviceLoop:
     def _persistent_args(self, count: int) -> tuple:
         return (self.model_id, self.d_mparams, self.d_cfg, self.d_x, self.d_loc, self.d_counts, self.d_theta,
                 self.d_eta, self.d_keys, self.d_sched, self.d_rows, self.d_n_batch, self.d_part, self.d_sums,
-                self.d_gstate, self.d_grad, self.d_trace, self.d_status, np.int64(count))
+                self.d_gstate, self.d_grad, self.d_trace, self.d_status, np.int64(count), self.d_scale_state)
 
     def _cooperative_grid(self) -> int | None:
         """Blocks of the persistent F-VI kernel (all resident at once), or None when it cannot run here.
@@ -244,7 +251,7 @@ class DeviceLoop:
                 if not cuda_is_real_gpu():
                     raise  # the simulator runs it: a failure there is a bug, not a refusal
                 self.persistent_blocks = None
-        self.k_draw[1, t](self.d_gstate, self.d_cfg, self.d_keys, 0, self.d_theta, self.d_eta)
+        self.k_draw[1, t](self.d_gstate, self.d_cfg, self.d_keys, 0, self.d_theta, self.d_eta, self.d_scale_state)
         for i in range(count):
             blocks = -(-sizes[i] // t)
             if self.avi:
@@ -257,10 +264,10 @@ class DeviceLoop:
             else:
                 self.k_fvi[blocks, t](self.model_id, self.d_mparams, self.d_cfg, self.d_x, self.d_loc,
                                       self.d_counts, self.d_theta, self.d_keys, self.d_sched, self.d_rows,
-                                      self.d_n_batch, i, self.d_part)
+                                      self.d_n_batch, i, self.d_part, self.d_scale_state)
             self.k_global[1, t](self.d_part, blocks, self.d_sums, self.d_theta, self.d_eta, self.d_gstate,
                                 self.d_grad, self.d_cfg, self.d_sched, self.d_keys, i, count, self.d_trace,
-                                self.d_status)
+                                self.d_status, self.d_scale_state)
 
     def _checkpoint(self) -> None:
         """Save the live state as this chunk's start; the previous save becomes the previous chunk's."""
@@ -306,7 +313,7 @@ class DeviceLoop:
         """
         if callback is not None:
             self.sync = 1  # the callback sees every iteration's state
-        stop_reason, cause, lr_t = "n_iter", "", math.nan
+        stop_reason, cause, lr_t, refused = "n_iter", "", math.nan, math.nan
         with self.quiet(), warnings.catch_warnings():
             # The simulator runs the kernels on NumPy scalars in threads (outside the engine's np.errstate): a
             # diverging fit's inf − inf must not warn there, as it does not on a GPU.
@@ -323,8 +330,8 @@ class DeviceLoop:
                 trace = self.d_trace.copy_to_host()
                 status = self.d_status.copy_to_host()
                 end = time.perf_counter() - t0
-                keep, stop_reason, cause, best, last = self._book(start, count, trace, status, monitor, bar, times,
-                                                                  begin, end, callback)
+                keep, stop_reason, cause, best, last, refused = self._book(
+                    start, count, prev_count, trace, status, monitor, bar, times, begin, end, callback)
                 lr_t = lr_at(last)  # the learning rate of the last iteration run, as the host loop reports it
                 if best:
                     self._save_best(h, start)
@@ -338,7 +345,7 @@ class DeviceLoop:
             self.to_host()
             if stop_reason == "diverged" and getattr(monitor, "best_index", -1) >= 0:
                 self.engine._keep_best()
-        return stop_reason, cause, math.nan, lr_t
+        return stop_reason, cause, refused, lr_t
 
     def _save_best(self, h: list, start: int) -> None:
         """Keep this chunk's start state and schedule: the watcher's best state lies in it."""
@@ -358,14 +365,17 @@ class DeviceLoop:
             self._upload(self.best_h)
             self._launch(self.best_h[4], n)
 
-    def _book(self, start, count, trace, status, monitor, bar, times, begin, end, callback):
+    def _book(self, start, count, prev_count, trace, status, monitor, bar, times, begin, end, callback):
         """The host loop's bookkeeping for each entry of a chunk → (iterations whose updates to keep or None,
-        stop reason, cause, whether a new best estimate was recorded, the last iteration looked at).
+        stop reason, cause, whether a new best estimate was recorded, the last iteration looked at, the refused
+        estimate or NaN).
 
         Mirrors :meth:`avicore.inference._Engine._run` after the ELBO estimate. A non-finite θ, ELBO or gradient in
         (μ, log σ) at iteration t (status 1) stops before its trace entry; a non-finite local or encoder gradient
         (status 2) right after the record. With a plain monitor the state kept is the one whose ELBO is the last
-        entry (t − 1 updates, resp. t); with a fit-health watcher the engine returns the watcher's best state.
+        entry (t − 1 updates, resp. t); with a fit-health watcher the engine returns the watcher's best state, and
+        a scale out of float64's usable range (status 3, flagged on the device) is confirmed and worded by the
+        watcher's own ``scales`` on the state of that iteration, rebuilt on the host.
         """
         health = monitor if hasattr(monitor, "runaway") else None
         record = monitor.record
@@ -375,21 +385,39 @@ class DeviceLoop:
         for i in range(count):
             t = start + i
             if status[i] == 1:
-                return (max(t - 1, 0) if health is None else t), "diverged", nonfinite, best, t
+                return (max(t - 1, 0) if health is None else t), "diverged", nonfinite, best, t, math.nan
+            if status[i] == 3 and health is not None:
+                cause = self._scales(health, t, start, count, prev_count, i)
+                if cause:
+                    return t, "diverged", cause, best, t, float(trace[i])
             times[t] = begin + (end - begin) * (i + 1) / count
             converged = record(float(trace[i]))
             if health is not None:
                 best = best or health.is_best
                 cause = health.runaway()
                 if cause:
-                    return t, "diverged", cause, best, t
+                    return t, "diverged", cause, best, t, math.nan
             if status[i] == 2:
-                return t, "diverged", nonfinite, best, t
+                return t, "diverged", nonfinite, best, t, math.nan
             bar.update(t + 1, running())
             if converged:
-                return t + 1, "tol", "", best, t
+                return t + 1, "tol", "", best, t, math.nan
             if callback is not None:
                 self.to_host()
                 if callback(self.engine._state(t + 1, float(trace[i]), running())):
-                    return t + 1, "callback", "", best, t
-        return None, "n_iter", "", best, start + count - 1
+                    return t + 1, "callback", "", best, t, math.nan
+        return None, "n_iter", "", best, start + count - 1, math.nan
+
+    def _scales(self, health: Any, t: int, start: int, count: int, prev_count: int, i: int) -> str:
+        """The watcher's scale test on the state iteration t evaluates (rebuilt from the chunk's checkpoint)."""
+        self._replay(t, start, count, prev_count)
+        self.to_host()
+        engine, d_theta = self.engine, self.engine.model.global_dim
+        if self.avi:  # the batch's encoder log sd, as the host's _local_pass records it
+            h = self.h_sets[(start // self.sync) % 2]
+            rows = np.arange(self.n_obs) if not self.minibatch else h[2][i, :h[3][i]]
+            _, log_scale, _ = engine.bound.forward(engine.params[engine.n_glob:], engine.design[rows])
+            engine.log_sd_range = (float(log_scale.min(initial=math.inf)), float(log_scale.max(initial=-math.inf)))
+        cause = health.scales(engine.glob[:d_theta], engine.glob[d_theta:], *engine._local_log_sd_range())
+        # The device flag and the host test agree except at float64 ties on the boundary; a tie stops as well.
+        return cause or "a scale parameter left float64's usable range"

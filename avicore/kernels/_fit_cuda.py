@@ -27,6 +27,8 @@ import functools
 import math
 from types import SimpleNamespace
 
+import numpy as np
+
 from ._counter_normal_cuda import device_functions
 from ._elbo_cuda import density_functions
 
@@ -37,6 +39,9 @@ cuda = None  # numba.cuda, bound on first use (the simulator swaps this module g
  C_AVI) = range(10)
 N_CFG = 10
 _LOG_2PI = math.log(2.0 * math.pi)
+# FitHealth.scales (issue 20): a local sd is usable in [ε, 1e150]; a global sd from ε·max(|μ|, 1) to 1e150.
+_LOG_EPS = math.log(float(np.finfo(np.float64).eps))
+_LOG_MAX_SD = math.log(1e150)
 # exp overflows to +inf above this (the largest double below ln(DBL_MAX) rounds up to it).
 _EXP_OVERFLOW = 709.782712893384
 _INF = math.inf
@@ -145,19 +150,24 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
         return acc_m, acc_ls
 
     @cuda.jit(device=True)
-    def row_totals(sh, tid, ls, bad, part, blk, col, first):
-        # Block sums of the rows' log sₙ and non-finite counts → part[blk, col], part[blk, col + 1].
+    def row_totals(sh, tid, ls, bad, off, part, blk, col, first):
+        # Block sums of the rows' log sₙ, non-finite counts and out-of-range log sₙ → part[blk, col … col + 2].
         sh[0, tid] = ls
         sh[1, tid] = bad
+        sh[2, tid] = off
         tree(sh, tid)
         if tid == 0:
-            if first:
-                part[blk, col] = sh[0, 0]
-                part[blk, col + 1] = sh[1, 0]
-            else:
-                part[blk, col] += sh[0, 0]
-                part[blk, col + 1] += sh[1, 0]
+            for k in range(3):
+                if first:
+                    part[blk, col + k] = sh[k, 0]
+                else:
+                    part[blk, col + k] += sh[k, 0]
         cuda.syncthreads()
+
+    @cuda.jit(device=True, inline=True)
+    def off_range(ls):
+        # 1 when a local log sd is outside FitHealth's usable range (NaN is not: it stops as non-finite)
+        return 1 if (ls < _LOG_EPS or ls > _LOG_MAX_SD) else 0
 
     @cuda.jit(device=True, inline=True)
     def batch_row(rows, n_batch, i, n, n_all):
@@ -183,7 +193,7 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
 
     @cuda.jit(device=True)
     def fvi_tile(model, mparams, cfg, x, loc, counts, theta, keys, sched, rows, n_batch, i, part, sh, tid, blk,
-                 tile, first):
+                 tile, first, scale_state):
         # One tile of `threads` batch rows: draws, gradients, the rows' fused Adam step, block partials.
         active, row = batch_row(rows, n_batch, i, tile * threads + tid, loc.shape[1])
         n_samples = theta.shape[0]
@@ -218,10 +228,14 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
             loc[4, row] = m
             loc[5, row] = v
             bad += b
-        row_totals(sh, tid, ls, bad, part, blk, 2 * n_samples, first)
+            change = off_range(p) - off_range(ls)  # rows whose log sd is out of range, kept up to date
+            if change != 0:
+                cuda.atomic.add(scale_state, 0, change)
+        row_totals(sh, tid, ls, bad, 0.0, part, blk, 2 * n_samples, first)
 
     @cuda.jit(device=True)
-    def fvi_rows(model, mparams, cfg, x, loc, counts, theta, keys, sched, rows, n_batch, i, part, sh, blk, n_blk):
+    def fvi_rows(model, mparams, cfg, x, loc, counts, theta, keys, sched, rows, n_batch, i, part, sh, blk, n_blk,
+                 scale_state):
         # Block blk of n_blk takes the row tiles blk, blk + n_blk, … (one tile each when n_blk covers the batch);
         # a block without a tile writes zero partials.
         tid = cuda.threadIdx.x
@@ -230,17 +244,17 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
         first = True
         for tile in range(blk, n_tiles, n_blk):
             fvi_tile(model, mparams, cfg, x, loc, counts, theta, keys, sched, rows, n_batch, i, part, sh, tid, blk,
-                     tile, first)
+                     tile, first, scale_state)
             first = False
         if first:
             for c in range(tid, part.shape[1], threads):
                 part[blk, c] = 0.0
 
     @cuda.jit
-    def fvi_local(model, mparams, cfg, x, loc, counts, theta, keys, sched, rows, n_batch, i, part):
+    def fvi_local(model, mparams, cfg, x, loc, counts, theta, keys, sched, rows, n_batch, i, part, scale_state):
         sh = cuda.shared.array((TILE, threads), float64)
         fvi_rows(model, mparams, cfg, x, loc, counts, theta, keys, sched, rows, n_batch, i, part, sh,
-                 cuda.blockIdx.x, cuda.gridDim.x)
+                 cuda.blockIdx.x, cuda.gridDim.x, scale_state)
 
     @cuda.jit
     def avi_local(model, mparams, x, enc_out, enc_grad, theta, keys, sched, rows, n_batch, i, part):
@@ -265,7 +279,7 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
                 g_mean = g_mean * batch_scale
             enc_grad[n, 0] = g_mean
             enc_grad[n, 1] = g_log_scale
-        row_totals(sh, tid, ls, bad, part, blk, 2 * n_samples, True)
+        row_totals(sh, tid, ls, bad, float64(off_range(ls)) if active else 0.0, part, blk, 2 * n_samples, True)
 
     @cuda.jit(device=True)
     def draw_theta(gstate, key, theta, eta, point, tid):
@@ -285,11 +299,14 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
                 theta[s, j] = mu + exp_(gstate[0, dim + j]) * e
 
     @cuda.jit
-    def draw(gstate, cfg, keys, i, theta, eta):
+    def draw(gstate, cfg, keys, i, theta, eta, scale_state):
         draw_theta(gstate, keys[i, 1], theta, eta, cfg[C_POINT] != 0.0, cuda.threadIdx.x)
+        if cuda.threadIdx.x == 0:  # F-VI's out-of-range local count for the state iteration i sees
+            scale_state[1 + i] = scale_state[0]
 
     @cuda.jit(device=True)
-    def global_body(part, n_parts, sums, theta, eta, gstate, grad, cfg, sched, keys, i, n_chunk, trace, status, sh):
+    def global_body(part, n_parts, sums, theta, eta, gstate, grad, cfg, sched, keys, i, n_chunk, trace, status, sh,
+                    scale_state):
         tid = cuda.threadIdx.x
         n_samples, dim = theta.shape
         n_cols = sums.shape[0]
@@ -347,11 +364,22 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
                 ok = ok and math.isfinite(g_mu) and math.isfinite(g_ls)
                 grad[j] = g_mu
                 grad[dim + j] = g_ls
+            # FitHealth.scales on the state this iteration evaluates: a global sd outside [ε·max(|μ|, 1), 1e150]
+            # (point masses skipped), a local sd outside [ε, 1e150] (F-VI: every row; A-VI: the batch).
+            off = sums[n_samples * (1 + dim) + 2] > 0.0 if cfg[C_AVI] != 0.0 else scale_state[1 + i] > 0
+            for j in range(dim):
+                ls_j = gstate[0, dim + j]
+                if ls_j != -_INF and (ls_j < _LOG_EPS + math.log(max(abs(gstate[0, j]), 1.0))
+                                      or ls_j > _LOG_MAX_SD):
+                    off = True
+            bad_rows = sums[n_samples * (1 + dim) + 1] > 0.0
             code = 0
-            if not ok:
-                code = 1  # diverged before the trace entry: the host keeps the state before this iteration
-            elif sums[n_samples * (1 + dim) + 1] > 0.0:
-                code = 1 if cfg[C_AVI] != 0.0 else 2  # A-VI: non-finite encoder output; F-VI: local gradient
+            if not ok or (bad_rows and cfg[C_AVI] != 0.0):
+                code = 1  # non-finite before the trace entry (A-VI: the encoder's output)
+            elif off:
+                code = 3  # a scale left float64's usable range: refused before the trace entry (FitHealth)
+            elif bad_rows:
+                code = 2  # F-VI: a non-finite local gradient, found in the update after the trace entry
             status[i] = code
             trace[i] = elbo
         cuda.syncthreads()
@@ -371,15 +399,19 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
         cuda.syncthreads()
         if i + 1 < n_chunk:
             draw_theta(gstate, keys[i + 1, 1], theta, eta, point, tid)
+            if tid == 0:  # every local update of iteration i is done: the count the next iteration sees
+                scale_state[2 + i] = scale_state[0]
 
     @cuda.jit
-    def global_step(part, n_parts, sums, theta, eta, gstate, grad, cfg, sched, keys, i, n_chunk, trace, status):
+    def global_step(part, n_parts, sums, theta, eta, gstate, grad, cfg, sched, keys, i, n_chunk, trace, status,
+                    scale_state):
         sh = cuda.shared.array((TILE, threads), float64)
-        global_body(part, n_parts, sums, theta, eta, gstate, grad, cfg, sched, keys, i, n_chunk, trace, status, sh)
+        global_body(part, n_parts, sums, theta, eta, gstate, grad, cfg, sched, keys, i, n_chunk, trace, status, sh,
+                    scale_state)
 
     @cuda.jit
     def fvi_persistent(model, mparams, cfg, x, loc, counts, theta, eta, keys, sched, rows, n_batch, part, sums,
-                       gstate, grad, trace, status, n_chunk):
+                       gstate, grad, trace, status, n_chunk, scale_state):
         # A whole chunk of F-VI iterations in one cooperative launch: every block runs its row tiles, the grid
         # synchronises, block 0 reduces the partials in block order and takes the global step (drawing the next
         # θ), the grid synchronises again. Same device functions, hence the same numbers, as the two-launch path
@@ -390,13 +422,16 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
         n_blk = cuda.gridDim.x
         if blk == 0:
             draw_theta(gstate, keys[0, 1], theta, eta, cfg[C_POINT] != 0.0, cuda.threadIdx.x)
+            if cuda.threadIdx.x == 0:
+                scale_state[1] = scale_state[0]
         grid.sync()
         for i in range(n_chunk):
-            fvi_rows(model, mparams, cfg, x, loc, counts, theta, keys, sched, rows, n_batch, i, part, sh, blk, n_blk)
+            fvi_rows(model, mparams, cfg, x, loc, counts, theta, keys, sched, rows, n_batch, i, part, sh, blk, n_blk,
+                     scale_state)
             grid.sync()
             if blk == 0:
                 global_body(part, n_blk, sums, theta, eta, gstate, grad, cfg, sched, keys, i, n_chunk, trace,
-                            status, sh)
+                            status, sh, scale_state)
             grid.sync()
 
     return fvi_local, avi_local, global_step, draw, fvi_persistent
