@@ -55,8 +55,8 @@ class DecoderDeviceLoop(DeviceLoop):
         self.d_theta, self.d_eta = dev(zeros((n_samples, n_theta))), dev(zeros((n_samples, n_theta)))
         self.d_gtheta = dev(zeros((n_samples, n_theta)))
         self.d_part_g = dev(zeros((n_samples, -(-n_theta // t), 3)))
-        self.d_part_l = dev(zeros((-(-b // t), 2)))
-        self.d_part_u = dev(zeros((-(-self.d_gstate.shape[1] // t), 2)))
+        self.d_part_l = dev(zeros((-(-b // t), 3)))
+        self.d_part_u = dev(zeros((-(-self.d_gstate.shape[1] // t), 3)))
         self.d_mean, self.d_log_scale = dev(zeros((b, d))), dev(zeros((b, d)))
         self.d_z, self.d_eps = dev(zeros((n_samples, b, d))), dev(zeros((n_samples, b, d)))
         self.d_xb = dev(zeros((b, px)))
@@ -84,6 +84,7 @@ class DecoderDeviceLoop(DeviceLoop):
             loc[0], loc[1] = engine.mean, engine.log_scale
             self.d_loc, self.d_counts = self._saved_locals(loc)
             self.d_enc_grad = dev(zeros((1, 1)))
+        self.d_scale_state = self._scale_state(None if self.avi else engine.log_scale)
 
     def _grid2(self, rows: int, cols: int):
         from .kernels._decoder_cuda import _grid2
@@ -98,7 +99,8 @@ class DecoderDeviceLoop(DeviceLoop):
             n = sizes[i]
             rows_blocks, rows_blocks1 = -(-n // t), -(-n // t1)
             draw_global[(-(-self.n_theta // t), self.n_samples), t](self.d_gstate, self.d_cfg, self.d_keys, i,
-                                                                     self.d_theta, self.d_eta, self.d_part_g)
+                                                                     self.d_theta, self.d_eta, self.d_part_g,
+                                                                     self.d_scale_state)
             if self.avi:
                 self.encoder.forward(n, self.d_rows, self.d_n_batch, i)
                 split_out[rows_blocks, t](self.encoder.out.nb, n, self.d_mean, self.d_log_scale)
@@ -134,11 +136,12 @@ class DecoderDeviceLoop(DeviceLoop):
             enc_grad = self.encoder.out_grad.nb if self.avi else self.d_enc_grad
             local_update[rows_blocks, t](self.d_cfg, self.d_sched, i, self.d_rows, n, self.n_samples, self.d_loc,
                                          self.d_counts, self.d_mean, self.d_log_scale, self.d_gm, self.d_gls,
-                                         enc_grad, self.d_part_l)
+                                         enc_grad, self.d_part_l, self.d_scale_state)
             if self.avi:
                 self.encoder.backward(n)
             global_update[-(-self.d_gstate.shape[1] // t), t](self.d_gstate, self.d_grad, self.d_theta,
                                                                self.d_eta, self.d_gtheta, self.d_cfg,
                                                                self.d_sched, i, self.d_part_u)
             assemble[1, 1](self.d_part_g, self.d_part_l, rows_blocks, self.d_part_u, self.d_row_sq,
-                           self.d_row_zz, n, self.d_cfg, self.d_sched, i, self.d_trace, self.d_status)
+                           self.d_row_zz, n, self.d_cfg, self.d_sched, i, self.d_trace, self.d_status,
+                           self.d_scale_state)

@@ -106,13 +106,7 @@ class DeviceLoop:
             loc = np.zeros((6, n_obs))
             loc[0], loc[1] = engine.mean[:, 0], engine.log_scale[:, 0]
             self.d_loc, self.d_counts = self._saved_locals(loc)
-        # [rows whose log sd is outside FitHealth's usable range, its value for each iteration of the chunk]
-        scale_state = np.zeros(self.sync + 1, dtype=np.int64)
-        if not self.avi:
-            ls = engine.log_scale
-            scale_state[0] = int(np.count_nonzero(np.any((ls < fc._LOG_EPS) | (ls > fc._LOG_MAX_SD), axis=1)))
-        self.d_scale_state = dev(scale_state)
-        self.saved.append((self.d_scale_state, dev(scale_state), dev(scale_state)))
+        self.d_scale_state = self._scale_state(None if self.avi else engine.log_scale)
         self.persistent_blocks = self._cooperative_grid() if PERSISTENT and not self.avi else None
         if self.persistent_blocks is not None and self.persistent_blocks > self.max_blocks:
             self.d_part = dev(np.zeros((self.persistent_blocks, n_cols)))
@@ -160,6 +154,19 @@ class DeviceLoop:
         self.saved = [(self.d_gstate, dev(gstate), dev(gstate))]
         self.best_saved: list | None = None  # the start of the chunk holding the watcher's best state
         return cfg
+
+    def _scale_state(self, log_scale: np.ndarray | None):
+        """[F-VI's rows with a log sd outside FitHealth's usable range, that count for each iteration of the chunk]
+        on the device, checkpointed (A-VI: unused zeros)."""
+        from .kernels._fit_cuda import _LOG_EPS, _LOG_MAX_SD
+
+        state = np.zeros(self.sync + 1, dtype=np.int64)
+        if log_scale is not None:
+            state[0] = int(np.count_nonzero(np.any((log_scale < _LOG_EPS) | (log_scale > _LOG_MAX_SD), axis=1)))
+        dev = self.cuda.to_device
+        d_state = dev(state)
+        self.saved.append((d_state, dev(state), dev(state)))
+        return d_state
 
     def _saved_locals(self, loc: np.ndarray) -> tuple:
         """F-VI's local parameters/moments ``loc`` and per-row Adam step counts on the device, checkpointed."""

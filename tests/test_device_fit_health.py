@@ -57,3 +57,19 @@ def test_device_fit_stops_and_keeps_the_best_state_like_the_host_loop(model, lr,
     for field in ("trace", "local_mean", "local_sd", "global_mean", "global_sd"):
         assert_allclose(getattr(device, field), getattr(host, field), **tol(), err_msg=field)
     assert np.all(np.isfinite(device.local_sd))
+
+
+def test_decoder_device_fit_scale_stop_equals_the_numba_host_loop():
+    from avicore.models import BayesianDecoder
+
+    x = np.random.default_rng(0).uniform(size=(6, 5))
+
+    def make(backend):
+        return lambda: FVI(BayesianDecoder(2, hidden=(3,), obs_scale=0.5), n_samples=2, batch_size=4,
+                           backend=backend, elbo_samples=2)
+
+    (device, w_device), (host, w_host) = _fit(make("cuda"), x, 50.0), _fit(make("numba"), x, 50.0)
+    assert host.stop_reason == "diverged" and any("a local sd of q(zₙ) collapsed" in w for w in w_host)
+    assert (device.n_iter, device.state_iteration, w_device) == (host.n_iter, host.state_iteration, w_host)
+    for field in ("trace", "local_mean", "local_sd", "global_mean", "global_sd"):
+        assert_allclose(getattr(device, field), getattr(host, field), **tol(), err_msg=field)

@@ -29,6 +29,8 @@ import math
 
 from ._counter_normal_cuda import device_functions
 from ._fit_cuda import (
+    _LOG_EPS,
+    _LOG_MAX_SD,
     C_AVI,
     C_BETA1,
     C_BETA2,
@@ -50,6 +52,7 @@ cuda = None  # numba.cuda, bound on first use (the simulator swaps this module g
 C_INV_VAR, C_ROW_CONST, C_N_THETA = N_CFG, N_CFG + 1, N_CFG + 2
 N_DECODER_CFG = N_CFG + 3
 _LOG_2PI = math.log(2.0 * math.pi)
+_INF = math.inf
 
 
 @functools.cache
@@ -64,19 +67,27 @@ def decoder_fit_kernels(threads: int):  # pragma: no cover - compiled (the simul
     exp_, tree, adam_one, adam_entry = helpers.exp_, helpers.tree, helpers.adam_one, helpers.adam_entry
 
     @cuda.jit(device=True)
-    def block_pair(sh, tid, a, b, part):
-        # Block sums of two per-thread values → part[block, 0], part[block, 1] (a fixed-order tree).
+    def block_sums(sh, tid, a, b, c, part):
+        # Block sums of three per-thread values → part[block, 0 … 2] (a fixed-order tree).
         sh[0, tid] = a
         sh[1, tid] = b
+        sh[2, tid] = c
         tree(sh, tid)
         if tid == 0:
-            part[cuda.blockIdx.x, 0] = sh[0, 0]
-            part[cuda.blockIdx.x, 1] = sh[1, 0]
+            for k in range(3):
+                part[cuda.blockIdx.x, k] = sh[k, 0]
+
+    @cuda.jit(device=True, inline=True)
+    def off_range(ls):
+        # 1 when a local log sd is outside FitHealth's usable range [log ε, log 1e150]
+        return 1 if (ls < _LOG_EPS or ls > _LOG_MAX_SD) else 0
 
     @cuda.jit
-    def draw_global(gstate, cfg, keys, i, theta, eta, part):
+    def draw_global(gstate, cfg, keys, i, theta, eta, part, scale_state):
         sh = cuda.shared.array((3, threads), float64)
         tid = cuda.threadIdx.x
+        if tid == 0 and cuda.blockIdx.x == 0 and cuda.blockIdx.y == 0:  # before this iteration's local updates
+            scale_state[1 + i] = scale_state[0]
         j = cuda.blockIdx.x * threads + tid
         s = cuda.blockIdx.y
         dim = theta.shape[1]
@@ -139,13 +150,15 @@ def decoder_fit_kernels(threads: int):  # pragma: no cover - compiled (the simul
 
     @cuda.jit
     def local_update(cfg, sched, i, rows, n_rows, n_samples, loc, counts, mean, log_scale, gm, gls, enc_grad,
-                     part):
-        sh = cuda.shared.array((2, threads), float64)
+                     part, scale_state):
+        sh = cuda.shared.array((3, threads), float64)
         tid = cuda.threadIdx.x
         n = cuda.blockIdx.x * threads + tid
         d = mean.shape[1]
         sum_ls = 0.0
         bad = 0.0
+        off_before = 0
+        off_after = 0
         if n < n_rows:
             avi = cfg[C_AVI] != 0.0
             beta1 = cfg[C_BETA1]
@@ -164,6 +177,7 @@ def decoder_fit_kernels(threads: int):  # pragma: no cover - compiled (the simul
                 ls = log_scale[n, j]
                 mn = mean[n, j]
                 sum_ls += ls
+                off_before = max(off_before, off_range(ls))
                 g_mean = gm[n, j] / n_samples
                 g_log_scale = gls[n, j] * (exp_(ls) / n_samples)
                 gm[n, j] = 0.0
@@ -190,11 +204,14 @@ def decoder_fit_kernels(threads: int):  # pragma: no cover - compiled (the simul
                     loc[4, row, j] = m
                     loc[5, row, j] = v
                     bad += b
-        block_pair(sh, tid, sum_ls, bad, part)
+                    off_after = max(off_after, off_range(p))
+            if not avi and off_after != off_before:  # F-VI: rows with a log sd out of range, kept up to date
+                cuda.atomic.add(scale_state, 0, off_after - off_before)
+        block_sums(sh, tid, sum_ls, bad, float64(off_before), part)
 
     @cuda.jit
     def global_update(gstate, grad, theta, eta, g_theta, cfg, sched, i, part):
-        sh = cuda.shared.array((2, threads), float64)
+        sh = cuda.shared.array((3, threads), float64)
         tid = cuda.threadIdx.x
         k = cuda.blockIdx.x * threads + tid
         n_samples, dim = theta.shape
@@ -203,7 +220,11 @@ def decoder_fit_kernels(threads: int):  # pragma: no cover - compiled (the simul
         sqrt_bc2 = sched[i, 2]
         bad_glob = 0.0
         bad_phi = 0.0
+        off = 0.0
         if k < dim:
+            ls_k = gstate[0, dim + k]  # FitHealth.scales on the state this iteration evaluates
+            if ls_k != -_INF and (ls_k < _LOG_EPS + math.log(max(abs(gstate[0, k]), 1.0)) or ls_k > _LOG_MAX_SD):
+                off = 1.0
             batch_scale = sched[i, 3]
             neg_inv_s2 = -1.0 / (cfg[C_PRIOR_SCALE] * cfg[C_PRIOR_SCALE])
             point = cfg[C_POINT] != 0.0
@@ -228,10 +249,11 @@ def decoder_fit_kernels(threads: int):  # pragma: no cover - compiled (the simul
             if decay != 0.0:
                 g -= decay * gstate[0, k]
             bad_phi = adam_entry(gstate, k, g, step, sqrt_bc2, cfg)
-        block_pair(sh, tid, bad_glob, bad_phi, part)
+        block_sums(sh, tid, bad_glob, bad_phi, off, part)
 
     @cuda.jit
-    def assemble(part_g, part_l, n_local_blocks, part_u, row_sq, row_zz, n_rows, cfg, sched, i, trace, status):
+    def assemble(part_g, part_l, n_local_blocks, part_u, row_sq, row_zz, n_rows, cfg, sched, i, trace, status,
+                 scale_state):
         if cuda.threadIdx.x != 0 or cuda.blockIdx.x != 0:
             return
         n_samples = part_g.shape[0]
@@ -259,9 +281,14 @@ def decoder_fit_kernels(threads: int):  # pragma: no cover - compiled (the simul
             acc += lp + batch_scale * lj
         sum_ls = 0.0
         bad_local = 0.0
+        off = 0.0
         for b in range(n_local_blocks):
             sum_ls += part_l[b, 0]
             bad_local += part_l[b, 1]
+            off += part_l[b, 2]
+        avi = cfg[C_AVI] != 0.0
+        if not avi:
+            off = float64(scale_state[1 + i])
         elbo = acc / n_samples + batch_scale * sum_ls + cfg[C_CONST_LOCAL]
         if cfg[C_POINT] == 0.0:
             tot = 0.0
@@ -273,13 +300,14 @@ def decoder_fit_kernels(threads: int):  # pragma: no cover - compiled (the simul
         for b in range(part_u.shape[0]):
             bad_glob += part_u[b, 0]
             bad_phi += part_u[b, 1]
+            off += part_u[b, 2]
         ok = ok and math.isfinite(elbo) and bad_glob == 0.0
         code = 0
-        if not ok:
+        if not ok or (avi and bad_local > 0.0):
             code = 1
-        elif bad_local > 0.0:
-            code = 1 if cfg[C_AVI] != 0.0 else 2
-        elif bad_phi > 0.0:
+        elif off > 0.0:
+            code = 3  # a scale left float64's usable range (FitHealth.scales), before the trace entry
+        elif bad_local > 0.0 or bad_phi > 0.0:
             code = 2
         status[i] = code
         trace[i] = elbo
