@@ -37,7 +37,6 @@ from ._fit_cuda import (
     C_CONST_GLOBAL,
     C_CONST_LOCAL,
     C_EPS,
-    C_FIXED,
     C_POINT,
     C_PRIOR_SCALE,
     C_WEIGHT_DECAY,
@@ -52,7 +51,6 @@ cuda = None  # numba.cuda, bound on first use (the simulator swaps this module g
 C_INV_VAR, C_ROW_CONST, C_N_THETA = N_CFG, N_CFG + 1, N_CFG + 2
 N_DECODER_CFG = N_CFG + 3
 _LOG_2PI = math.log(2.0 * math.pi)
-_INF = math.inf
 
 
 @functools.cache
@@ -65,6 +63,7 @@ def decoder_fit_kernels(threads: int):  # pragma: no cover - compiled (the simul
 
     helpers = shared_device_functions(threads)
     exp_, tree, adam_one, adam_entry = helpers.exp_, helpers.tree, helpers.adam_one, helpers.adam_entry
+    glob_grad, global_off = helpers.glob_grad, helpers.global_off
 
     @cuda.jit(device=True)
     def block_sums(sh, tid, a, b, c, part):
@@ -222,23 +221,16 @@ def decoder_fit_kernels(threads: int):  # pragma: no cover - compiled (the simul
         bad_phi = 0.0
         off = 0.0
         if k < dim:
-            ls_k = gstate[0, dim + k]  # FitHealth.scales on the state this iteration evaluates
-            if ls_k != -_INF and (ls_k < _LOG_EPS + math.log(max(abs(gstate[0, k]), 1.0)) or ls_k > _LOG_MAX_SD):
-                off = 1.0
+            off = 1.0 if global_off(gstate[0, k], gstate[0, dim + k]) else 0.0  # before the update
             batch_scale = sched[i, 3]
             neg_inv_s2 = -1.0 / (cfg[C_PRIOR_SCALE] * cfg[C_PRIOR_SCALE])
-            point = cfg[C_POINT] != 0.0
             g_mu = 0.0
             g_ls = 0.0
             for s in range(n_samples):
                 g = theta[s, k] * neg_inv_s2 + batch_scale * g_theta[s, k]
                 g_mu += g
                 g_ls += g * eta[s, k]
-            g_mu = g_mu / n_samples
-            g_ls = 0.0 if point else g_ls / n_samples * exp_(gstate[0, dim + k]) + 1.0
-            if cfg[C_FIXED] != 0.0:
-                g_mu = 0.0
-                g_ls = 0.0
+            g_mu, g_ls = glob_grad(g_mu, g_ls, n_samples, gstate[0, dim + k], cfg)
             if not (math.isfinite(g_mu) and math.isfinite(g_ls)):
                 bad_glob = 1.0
             adam_entry(gstate, k, g_mu, step, sqrt_bc2, cfg)

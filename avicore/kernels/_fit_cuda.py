@@ -93,7 +93,22 @@ def shared_device_functions(threads: int):  # pragma: no cover - compiled (the s
         gstate[2, q] = v
         return bad
 
-    return SimpleNamespace(exp_=exp_, tree=tree, adam_one=adam_one, adam_entry=adam_entry)
+    @cuda.jit(device=True, inline=True)
+    def glob_grad(sum_g, sum_ge, n_samples, log_sd, cfg):
+        # ∂/∂(μ, log σ) of one coordinate from Σ_s g_θ and Σ_s g_θ η_s (the host loop's g_glob): point masses
+        # have no log σ gradient, a fixed q(θ) none at all.
+        if cfg[C_FIXED] != 0.0:
+            return 0.0, 0.0
+        g_ls = 0.0 if cfg[C_POINT] != 0.0 else sum_ge / n_samples * exp_(log_sd) + 1.0
+        return sum_g / n_samples, g_ls
+
+    @cuda.jit(device=True, inline=True)
+    def global_off(mu, log_sd):
+        # FitHealth.scales for one q(θ) coordinate: sd outside [ε·max(|μ|, 1), 1e150] (point masses skipped)
+        return log_sd != -_INF and (log_sd < _LOG_EPS + math.log(max(abs(mu), 1.0)) or log_sd > _LOG_MAX_SD)
+
+    return SimpleNamespace(exp_=exp_, tree=tree, adam_one=adam_one, adam_entry=adam_entry, glob_grad=glob_grad,
+                           global_off=global_off)
 
 
 @functools.cache
@@ -107,6 +122,7 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
     linear_density, nonlinear_density = density_functions()
     helpers = shared_device_functions(threads)
     exp_, tree, adam_one, adam_entry = helpers.exp_, helpers.tree, helpers.adam_one, helpers.adam_entry
+    glob_grad, global_off = helpers.glob_grad, helpers.global_off
 
     @cuda.jit(device=True)
     def sample_loop(model, mparams, xn, mn, scale, rk, theta, active, sh, tid, part, blk, first):
@@ -356,11 +372,7 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
                     g_theta = gp + batch_scale * sums[n_samples + s * dim + j]
                     g_mu += g_theta
                     g_ls += g_theta * eta[s, j]
-                g_mu = g_mu / n_samples
-                g_ls = 0.0 if point else g_ls / n_samples * exp_(gstate[0, dim + j]) + 1.0
-                if cfg[C_FIXED] != 0.0:
-                    g_mu = 0.0
-                    g_ls = 0.0
+                g_mu, g_ls = glob_grad(g_mu, g_ls, n_samples, gstate[0, dim + j], cfg)
                 ok = ok and math.isfinite(g_mu) and math.isfinite(g_ls)
                 grad[j] = g_mu
                 grad[dim + j] = g_ls
@@ -368,9 +380,7 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
             # (point masses skipped), a local sd outside [ε, 1e150] (F-VI: every row; A-VI: the batch).
             off = sums[n_samples * (1 + dim) + 2] > 0.0 if cfg[C_AVI] != 0.0 else scale_state[1 + i] > 0
             for j in range(dim):
-                ls_j = gstate[0, dim + j]
-                if ls_j != -_INF and (ls_j < _LOG_EPS + math.log(max(abs(gstate[0, j]), 1.0))
-                                      or ls_j > _LOG_MAX_SD):
+                if global_off(gstate[0, j], gstate[0, dim + j]):
                     off = True
             bad_rows = sums[n_samples * (1 + dim) + 1] > 0.0
             code = 0
