@@ -368,9 +368,15 @@ class _Engine:
         cause = ""
         refused = math.nan  # the ELBO estimate of a state refused for its scales (not recorded)
         lr_t = self.lr
+        # -- device executor (issue 14): with backend "cuda" and a model/encoder it supports, the iterations run on
+        # the GPU (avicore/_device_fit.py) and feed the same monitor, bar, times and callback; else the loop below.
+        from ._device_fit import device_loop
+        device = device_loop(self, backend)
         t0 = time.perf_counter()
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-            for t in range(n_iter):
+            if device is not None:
+                stop_reason, cause, refused, lr_t = device(n_iter, lr_at, batches, health, bar, times, t0, callback)
+            for t in range(n_iter if device is None else 0):  # -- end of the device-executor hook --
                 rows = batches.next()
                 lr_t = lr_at(t)
                 scale = 1.0 if rows is None else n_obs / rows.size

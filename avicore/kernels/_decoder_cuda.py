@@ -102,7 +102,7 @@ def _kernels(tile: int):  # pragma: no cover - compiled (the simulator runs it i
 
     @cuda.jit
     def bias_act(h, b, code, apply):
-        i, j = cuda.grid(2)
+        j, i = cuda.grid(2)  # x runs over columns, y over rows (_grid2)
         if i < h.shape[0] and j < h.shape[1]:
             v = h[i, j] + b[j]
             if apply:
@@ -116,7 +116,7 @@ def _kernels(tile: int):  # pragma: no cover - compiled (the simulator runs it i
 
     @cuda.jit
     def act_grad(g, h, code):
-        i, j = cuda.grid(2)
+        j, i = cuda.grid(2)  # x runs over columns, y over rows (_grid2)
         if i < h.shape[0] and j < h.shape[1]:
             v = h[i, j]
             if code == 0:

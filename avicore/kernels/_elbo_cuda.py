@@ -35,13 +35,15 @@ def _block_threads() -> int:
 
 
 @functools.cache
-def _kernel(threads: int):  # pragma: no cover - compiled (the simulator runs it in Python)
-    global cuda
-    from numba import cuda, float64, uint64
+def density_functions():  # pragma: no cover - compiled (the simulator runs it in Python)
+    """The built-in models' ``log p(z, x | θ)`` with its gradients as CUDA device functions.
 
-    dev = device_functions()
-    counter_normal = dev.counter_normal
-    row_key = dev.row_key
+    ``linear(params, x, z, θ)`` and ``nonlinear(params, x, z, θ)`` → (value, ∂z, ∂θ), scalars; the formulas of
+    :mod:`avicore.kernels.elbo` (``linear_density_nb`` / ``nonlinear_density_nb``). Shared by the fused pass here and
+    the device-resident fits (:mod:`avicore.kernels._fit_cuda`).
+    """
+    global cuda
+    from numba import cuda
 
     @cuda.jit(device=True, inline=True)
     def linear_density(params, x, z, theta):
@@ -58,6 +60,19 @@ def _kernel(threads: int):  # pragma: no cover - compiled (the simulator runs it
         wr = w * r
         grad_z = -z + sz + wr * (1.0 + sz + z * cz) - wr * r * sz
         return params[0] - cz - 0.5 * z * z - 0.5 * wr * r, grad_z, wr
+
+    return linear_density, nonlinear_density
+
+
+@functools.cache
+def _kernel(threads: int):  # pragma: no cover - compiled (the simulator runs it in Python)
+    global cuda
+    from numba import cuda, float64, uint64
+
+    dev = device_functions()
+    counter_normal = dev.counter_normal
+    row_key = dev.row_key
+    linear_density, nonlinear_density = density_functions()
 
     @cuda.jit
     def fused(model, params, x, mean, log_scale, theta, key, index, block_part, grad_mean, grad_log_scale):
