@@ -30,16 +30,11 @@ _LOG2 = math.log(2.0)
 
 
 def _cupy():
-    """CuPy when the products should go to cuBLAS (a real GPU and CuPy importable), else None."""
-    from ..backends import cuda_is_real_gpu
+    """CuPy when the products should go to cuBLAS (a real GPU and CuPy importable: avicore._device's one probe),
+    else None."""
+    from .._device import _cupy as device_cupy
 
-    if not cuda_is_real_gpu():
-        return None
-    try:
-        import cupy
-    except ImportError:
-        return None
-    return cupy
+    return device_cupy()
 
 
 @functools.cache

@@ -34,6 +34,7 @@ Kernel parameters (float64 vector of length 4, built by each likelihood's ``_ker
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -69,6 +70,10 @@ WIDE_RESOLVE = 0.3
 #: The composite rule for wide factors: Gauss–Legendre nodes per panel, the range |x| ≤ WIDE_RANGE of the standard
 #: normal variable x = (f − m)/sd (mass outside: 1.5e-23), uniform breakpoints every WIDE_UNIFORM, rows per block.
 WIDE_PANEL_NODES = 16
+#: Finer Gauss–Hermite rules for moderately wide factors, run by the backend's own kernel: K nodes resolve
+#: sd ≤ WIDE_RESOLVE · τ · √(K/20) (so 80 nodes to twice the 20-node width, 256 to 3.6 times); only factors wider
+#: still take the composite rule (evaluated in NumPy, ~50× a 20-node row's cost).
+WIDE_LEVELS = (80, 256)
 WIDE_RANGE = 10.0
 WIDE_UNIFORM = 0.5
 WIDE_BLOCK = 2048
@@ -280,10 +285,37 @@ def _expected_log_lik_wide_numpy(code: int, params: np.ndarray, y: np.ndarray, m
     return ((weights * g).sum(axis=(1, 2)), (weights * g1).sum(axis=(1, 2)), 0.5 * (weights * g2).sum(axis=(1, 2)))
 
 
+@functools.lru_cache(maxsize=32)
+def gauss_hermite_rule(n_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilists' Gauss–Hermite nodes and weights (summing to 1) for the standard normal; read-only, cached."""
+    nodes, weights = np.polynomial.hermite_e.hermegauss(n_points)
+    weights = weights / weights.sum()
+    nodes = np.ascontiguousarray(nodes, dtype=np.float64)
+    weights = np.ascontiguousarray(weights, dtype=np.float64)
+    nodes.setflags(write=False)
+    weights.setflags(write=False)
+    return nodes, weights
+
+
 def _refine_wide(code: int, params: np.ndarray, y: np.ndarray, mean: np.ndarray, var: np.ndarray, n_nodes: int,
-                 value: np.ndarray, grad_mean: np.ndarray, grad_var: np.ndarray) -> None:
-    """Overwrite the rows too wide for the Gauss–Hermite rule with the composite rule (in blocks of rows)."""
+                 value: np.ndarray, grad_mean: np.ndarray, grad_var: np.ndarray, run=None) -> None:
+    """Overwrite the rows too wide for the K-node rule: with a finer Gauss–Hermite rule (:data:`WIDE_LEVELS`) run
+    by ``run(code, params, y, mean, var, nodes, weights) -> (value, grad_mean, grad_var)`` (the backend's kernel;
+    NumPy when None) where that resolves them, else with the composite rule (in blocks of rows)."""
     rows = wide_rows(code, params, var, n_nodes)
+    if rows.size == 0:
+        return
+    sd_over_tau = np.sqrt(var[rows]) / feature_scale(code, params)
+    for level in WIDE_LEVELS:
+        if level <= n_nodes or rows.size == 0:
+            continue
+        fits = sd_over_tau <= WIDE_RESOLVE * math.sqrt(level / 20.0)
+        if fits.any():
+            r = rows[fits]
+            nodes, weights = gauss_hermite_rule(level)
+            out = (run or _run_numpy)(code, params, y[r], mean[r], var[r], nodes, weights)
+            value[r], grad_mean[r], grad_var[r] = out
+            rows, sd_over_tau = rows[~fits], sd_over_tau[~fits]
     for start in range(0, rows.size, WIDE_BLOCK):
         r = rows[start:start + WIDE_BLOCK]
         value[r], grad_mean[r], grad_var[r] = _expected_log_lik_wide_numpy(code, params, y[r], mean[r], var[r])
@@ -293,16 +325,10 @@ def _refine_wide(code: int, params: np.ndarray, y: np.ndarray, mean: np.ndarray,
 # Dispatcher
 # ---------------------------------------------------------------------------------------------------------------
 
-def run_expected_log_lik(code: int, params: np.ndarray, y: np.ndarray, mean: np.ndarray, var: np.ndarray,
-                         nodes: np.ndarray, weights: np.ndarray, backend: str = "auto"
-                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Run the kernel on validated input; returns (value, grad_mean, grad_var), each (N,) float64.
-
-    ``y``, ``mean``, ``var`` are C-contiguous float64 (N,) arrays (``var >= 0``, ``y`` in the likelihood's
-    support), ``params`` float64 (4,), ``nodes``/``weights`` float64 (K,) with Σ weights = 1.
-    """
+def _run_kernel(backend: str, code: int, params: np.ndarray, y: np.ndarray, mean: np.ndarray, var: np.ndarray,
+                nodes: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One backend's Gauss–Hermite kernel on C-contiguous rows (no refinement): (value, grad_mean, grad_var)."""
     n = y.shape[0]
-    backend = resolve(backend, size=n, supported=SUPPORTED_BACKENDS)
     value = np.empty(n)
     grad_mean = np.empty(n)
     grad_var = np.empty(n)
@@ -320,9 +346,27 @@ def run_expected_log_lik(code: int, params: np.ndarray, y: np.ndarray, mean: np.
         from ._quadrature_cuda import expected_log_lik_cuda
 
         expected_log_lik_cuda(code, params, y, mean, var, nodes, weights, value, grad_mean, grad_var)
-    # Factors too wide for the K-node rule (sd ≫ the likelihood's feature scale): the composite rule, on every
-    # backend alike (a handful of rows in a GP fit; every row only for pathological inputs).
-    _refine_wide(code, params, y, mean, var, nodes.shape[0], value, grad_mean, grad_var)
+    return value, grad_mean, grad_var
+
+
+def _run_numpy(code, params, y, mean, var, nodes, weights):
+    return _run_kernel("numpy", code, params, y, mean, var, nodes, weights)
+
+
+def run_expected_log_lik(code: int, params: np.ndarray, y: np.ndarray, mean: np.ndarray, var: np.ndarray,
+                         nodes: np.ndarray, weights: np.ndarray, backend: str = "auto"
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run the kernel on validated input; returns (value, grad_mean, grad_var), each (N,) float64.
+
+    ``y``, ``mean``, ``var`` are C-contiguous float64 (N,) arrays (``var >= 0``, ``y`` in the likelihood's
+    support), ``params`` float64 (4,), ``nodes``/``weights`` float64 (K,) with Σ weights = 1.
+    """
+    backend = resolve(backend, size=y.shape[0], supported=SUPPORTED_BACKENDS)
+    value, grad_mean, grad_var = _run_kernel(backend, code, params, y, mean, var, nodes, weights)
+    # Factors too wide for the K-node rule (sd ≫ the likelihood's feature scale): a finer rule by the same kernel,
+    # or the composite rule for the widest, on every backend alike.
+    _refine_wide(code, params, y, mean, var, nodes.shape[0], value, grad_mean, grad_var,
+                 run=functools.partial(_run_kernel, backend))
     if code == CODE_POISSON:
         from scipy.special import gammaln
 

@@ -196,3 +196,22 @@ def test_probit_gradients_agree_far_in_the_tail(backend):
     assert_allclose(res.grad_mean, np.where(y == 1.0, lam, -lam), rtol=1e-10, atol=0)
     assert_allclose(res.grad_var, -0.5 * lam * c, rtol=1e-10, atol=0)
     assert_allclose(res.value, log_ndtr(-x), rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("likelihood", [Bernoulli("logit"), StudentT(4.0, 1.0)], ids=repr)
+def test_moderately_wide_factors_take_the_finer_rule_on_the_same_kernel(backend, likelihood):
+    """A factor too wide for 20 nodes but resolved by 80 (0.3 τ < sd ≤ 0.6 τ) gets exactly this backend's own
+    80-node result; wider than 256 nodes resolve (sd > 1.07 τ), the composite rule, as on every backend."""
+    tau = kq.feature_scale(likelihood._code, likelihood._kernel_params())
+    y = np.array([1.0, 0.0, 1.0]) if isinstance(likelihood, Bernoulli) else np.array([0.3, -1.0, 2.0])
+    mean = np.array([0.4, -1.0, 2.5])
+    var = (np.array([0.45, 0.55, 0.59]) * tau) ** 2
+    coarse = expected_log_lik(likelihood, y, mean, var, n_points=20, backend=backend)
+    fine = expected_log_lik(likelihood, y, mean, var, n_points=80, backend=backend)
+    for field in ("value", "grad_mean", "grad_var"):
+        np.testing.assert_array_equal(getattr(coarse, field), getattr(fine, field))
+    very_wide = (np.array([1.2, 3.0, 30.0]) * tau) ** 2
+    got = expected_log_lik(likelihood, y, mean, very_wide, backend=backend)
+    want = kq._expected_log_lik_wide_numpy(likelihood._code, likelihood._kernel_params(), y, mean, very_wide)
+    for g, w in zip((got.value, got.grad_mean, got.grad_var), want):
+        assert_allclose(g, w, rtol=1e-12, atol=0)
