@@ -9,7 +9,6 @@ import zipfile
 
 import numpy as np
 import pytest
-from numba import njit
 
 import avicore
 from avicore.encoders import MLP, Constant, Polynomial
@@ -25,15 +24,7 @@ from avicore.models import (
     SawTimeSeries,
 )
 from avicore.optim import ConvergenceWarning
-
-
-@njit(cache=True)
-def _poisson(x, z, theta, grad_z, grad_theta):
-    eta = theta[0] + z[0]
-    rate = math.exp(eta)
-    grad_z[0] = -z[0] + x[0] - rate
-    grad_theta[0] = x[0] - rate
-    return -0.5 * z[0] ** 2 - 0.5 * math.log(2 * math.pi) + x[0] * eta - rate - math.lgamma(x[0] + 1.0)
+from tests.test_gradcheck import _poisson  # a compiled Poisson log density (one copy)
 
 
 def _gp(kernel, likelihood, fit=False):

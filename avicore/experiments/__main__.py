@@ -5,18 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._runner import REGISTRY, execute, prepare
-
-
-def _positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (a bad value is a usage error, exit status 2)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {value}")
-    return value
+from ._runner import REGISTRY, execute, positive_int, prepare
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", nargs="?", help="experiment name, or LIST to list them")
     parser.add_argument("-h", "--help", action="store_true", help="show this help (after NAME: with its own options)")
     parser.add_argument("--quick", action="store_true", help="small sizes, under a minute (what the tests run)")
-    parser.add_argument("--seeds", type=_positive_int, default=None,
+    parser.add_argument("--seeds", type=positive_int, default=None,
                         help="number of seeds (default: the experiment's)")
     parser.add_argument("--out", default=None,
                         help="output directory (default experiments-out/NAME[-quick]); one holding another "
@@ -37,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
                              "(without it, a different run there is refused and the same one is resumed)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--no-figures", action="store_true", help="numbers only, no PNG figures")
-    parser.add_argument("--jobs", type=_positive_int, default=None,
+    parser.add_argument("--jobs", type=positive_int, default=None,
                         help="seeds run at once in separate processes (default: one per CPU thread avicore uses, "
                              "AVICORE_NUM_THREADS; 1 keeps everything in this process with progress bars)")
     args, extra = parser.parse_known_args(argv)

@@ -22,6 +22,7 @@ each other every step).
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import math
@@ -54,6 +55,17 @@ class Experiment:
 def _import(module: str) -> ModuleType:
     """A module of this package by its short name, or any importable module by its dotted path."""
     return importlib.import_module(module if "." in module else f"avicore.experiments.{module}")
+
+
+def positive_int(text: str) -> int:
+    """argparse type for experiment options: an integer >= 1 (a bad value is a usage error, exit status 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {value}")
+    return value
 
 
 REGISTRY: dict[str, Experiment] = {}

@@ -41,6 +41,7 @@ import numpy as np
 
 from ._metrics import fmt_pair as _fmt
 from ._metrics import mean_se
+from ._runner import positive_int
 
 # The paper's FashionMNIST configuration (Margossian & Blei 2024, §5.3 and their code): the first 10,000 training
 # images, B = 1,000, one MC sample, Adam at a constant 1e-3 for 5,000 epochs; held-out = the first 1,000 test images.
@@ -78,20 +79,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="'fashion-mnist' (the paper's configuration on the real FashionMNIST: "
                              "avicore.datasets.load_fashion_mnist; apt-get install dataset-fashion-mnist) or an IDX "
                              "image file; default: scikit-learn's 8x8 digits")
-    parser.add_argument("--epochs", dest="epochs_override", type=_positive_int, default=None,
+    parser.add_argument("--epochs", dest="epochs_override", type=positive_int, default=None,
                         help="epochs per fit (default: the configuration's; the paper's FashionMNIST run: 5000)")
     parser.add_argument("--backend", default=None, choices=("auto", "numpy", "numba", "cuda"),
                         help="backend of the decoder's kernels (cuda: the GPU)")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {value}")
-    return value
 
 
 def check_config(config: dict) -> None:
