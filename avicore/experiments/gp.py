@@ -329,6 +329,18 @@ def table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _panel_grid(plt, n: int):
+    """One panel per case, at most three to a row (nine cases in one row were too small to read); unused panels
+    of the last row are hidden. Returns the figure and the flat list of the n axes in use."""
+    cols = min(3, n)
+    rows = math.ceil(n / cols)
+    fig, grid = plt.subplots(rows, cols, figsize=(5 * cols, 4 * rows), squeeze=False)
+    axes = list(grid.ravel())
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
 def figures(config: dict, seeds: list[dict], summary: dict, out_dir: Path) -> list[str]:
     """Gap vs width, ELBO traces (full-rank ELBO − ELBO, log-log) and box plots of iterations to 1 %."""
     import matplotlib.pyplot as plt
@@ -353,8 +365,8 @@ def figures(config: dict, seeds: list[dict], summary: dict, out_dir: Path) -> li
     fig.tight_layout()
     files.append(save_figure(fig, out_dir / "gp_gap_vs_width.png"))
 
-    fig, axes = plt.subplots(1, len(liks), figsize=(5 * len(liks), 4), squeeze=False)
-    for ax, lik in zip(axes[0], liks):
+    fig, axes = _panel_grid(plt, len(liks))
+    for ax, lik in zip(axes, liks):
         run = seeds[0]["likelihoods"][lik]
         best = run["full_rank"]["elbo"]
         for m in methods:
@@ -370,8 +382,8 @@ def figures(config: dict, seeds: list[dict], summary: dict, out_dir: Path) -> li
     fig.tight_layout()
     files.append(save_figure(fig, out_dir / "gp_elbo_traces.png"))
 
-    fig, axes = plt.subplots(1, len(liks), figsize=(5 * len(liks), 4), squeeze=False)
-    for ax, lik in zip(axes[0], liks):
+    fig, axes = _panel_grid(plt, len(liks))
+    for ax, lik in zip(axes, liks):
         data = [[s["likelihoods"][lik]["methods"][m]["iterations_to_1pct"] for s in seeds] for m in methods]
         reached = [[d for d in col if d is not None] for col in data]
         with warnings.catch_warnings():
