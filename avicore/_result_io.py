@@ -219,30 +219,30 @@ def load_result(path: str | os.PathLike[str], *, model: Any = None) -> Any:
     from .inference import VIResult
 
     name = os.fspath(path)
+    arrays = None
     try:
         # Our own file handle: numpy's leaks when the zip directory is unreadable.
         with open(name, "rb") as fh:
             data = np.load(fh, allow_pickle=False)
-            if not isinstance(data, np.lib.npyio.NpzFile) or _META_KEY not in data.files:
-                raise ValueError(f"path {name!r} is not an avicore result file (no {_META_KEY!r} entry); "
-                                 f"write one with VIResult.save.")
-            with data:
-                arrays = {k: data[k] for k in data.files}
+            if isinstance(data, np.lib.npyio.NpzFile):  # else a plain .npy: not ours either
+                with data:
+                    arrays = {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise
     except (zipfile.BadZipFile, EOFError, OSError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
         raise ValueError(f"path {name!r} is not a readable .npz file ({type(exc).__name__}: {exc}).") from exc
-    except (ValueError, TypeError) as exc:  # a plain .npy, a pickled object array, a damaged member
-        if str(exc).startswith("path "):
-            raise
+    except (ValueError, TypeError) as exc:  # a pickled object array, a damaged member
         raise ValueError(f"path {name!r} is not an avicore result file ({exc}).") from exc
+    if arrays is None or _META_KEY not in arrays:
+        raise ValueError(f"path {name!r} is not an avicore result file (no {_META_KEY!r} entry); "
+                         f"write one with VIResult.save.")
     try:
         meta = json.loads(arrays.pop(_META_KEY).tobytes().decode())
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"path {name!r} has a damaged metadata entry ({exc}).") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"path {name!r} is not an avicore result file (format {meta.get('format')!r}"
-                         f" if isinstance(meta, dict) else meta).")
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(f"path {name!r} is not an avicore result file (format {found!r}).")
     if meta.get("version") != VERSION:
         raise ValueError(f"path {name!r} was written in format version {meta.get('version')!r}; this avicore reads "
                          f"version {VERSION}.")

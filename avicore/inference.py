@@ -25,6 +25,7 @@ the full ELBO in that row's parameters.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -146,7 +147,7 @@ class VIResult:
         return (f"VIResult(method={self.method!r}{enc}, elbo={self.elbo:.6g} ± {self.elbo_se:.2g}, "
                 f"n_iter={self.n_iter}, converged={self.converged}, seconds={self.seconds:.3g})")
 
-    @property
+    @functools.cached_property  # O(N³) for a GP; read by kl and kl_se too (cached_property bypasses frozen)
     def exact_elbo(self) -> float | None:
         """The ELBO of this q in closed form, where the model has one (``model.exact_elbo``, e.g. the linear
         hierarchical model; ``model.elbo`` of the linear-Gaussian state-space models such as the random walk);

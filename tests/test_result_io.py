@@ -131,6 +131,9 @@ def test_foreign_corrupt_and_pickled_files_are_refused(tmp_path):
     np.savez(tmp_path / "obj.npz", __avicore__=np.array([{"x": 1}], dtype=object))
     with pytest.raises(ValueError, match="is not an avicore result file"):  # never unpickled
         avicore.load_result(tmp_path / "obj.npz")
+    np.savez(tmp_path / "listmeta.npz", __avicore__=np.frombuffer(b"[1, 2]", dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"is not an avicore result file \(format 'list'\)"):
+        avicore.load_result(tmp_path / "listmeta.npz")
     with pytest.raises(FileNotFoundError):
         avicore.load_result(tmp_path / "missing.npz")
 
