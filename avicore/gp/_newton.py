@@ -75,9 +75,14 @@ def line_search(objective, a: np.ndarray, delta: np.ndarray, value: float, slope
 
     ``objective(a)`` evaluates F at whitened coordinates ``a`` (−inf where it overflows).
     """
+    return backtrack(lambda alpha: objective(a + alpha * delta), value, slope)
+
+
+def backtrack(along, value: float, slope: float) -> tuple[float, float]:
+    """Largest α = 2⁻ᵏ with ``along(α)`` ≥ value + 1e-4·α·slope (Armijo); (α, along(α)), or (0, value)."""
     alpha = 1.0
     for _ in range(MAX_HALVINGS):
-        trial = objective(a + alpha * delta)
+        trial = along(alpha)
         if np.isfinite(trial) and trial >= value + ARMIJO * alpha * slope:
             return alpha, float(trial)
         alpha *= 0.5

@@ -57,9 +57,12 @@ class FullRankVI:
     """
 
     def __init__(self, model: object) -> None:
-        from ..models.gaussian_process import GaussianProcess
+        from .likelihoods import Likelihood
+        from .prior import PriorFactor
 
-        if not isinstance(model, GaussianProcess):
+        # Duck-typed (avicore.gp sits below avicore.models): a GaussianProcess is what carries a PriorFactor.
+        if not (isinstance(getattr(model, "_factor", None), PriorFactor)
+                and isinstance(getattr(model, "likelihood", None), Likelihood)):
             raise TypeError(f"model must be an avicore.models.GaussianProcess; got {type(model).__name__}.")
         self.model = model
 

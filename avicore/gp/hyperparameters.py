@@ -18,6 +18,7 @@ from .._validate import as_float_array, check_int
 from .exact import CholeskyError, JitterWarning, log_marginal_likelihood, log_marginal_likelihood_grad
 from .kernels import Kernel
 from .likelihoods import Gaussian
+from .prior import check_inputs, check_kernel, fit_indices
 
 __all__ = ["MarginalLikelihoodFit", "fit_marginal_likelihood"]
 
@@ -102,8 +103,6 @@ def fit_marginal_likelihood(kernel: Kernel, likelihood: Gaussian, inputs: object
     True
     """
     from scipy.optimize import minimize
-
-    from ..models.gaussian_process import check_inputs, check_kernel, fit_indices
 
     check_kernel(kernel)
     if not isinstance(likelihood, Gaussian):

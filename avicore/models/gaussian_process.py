@@ -42,71 +42,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from .._validate import as_float_array, check_choice, check_int, check_random_state, check_scalar
+from ..gp.prior import PriorFactor, check_inputs, check_kernel, factorise, fit_indices
 from .base import LatentVariableModel, LocalTerms, SimulatedData
 
 _LOG_2PI = math.log(2.0 * math.pi)
 #: How FVI/AVI update the locals of a GP model (see the ``local_solver`` parameter).
 LOCAL_SOLVERS = ("fixed-point", "adam")
-
-
-def check_inputs(inputs: object) -> np.ndarray:
-    """GP inputs as a C-contiguous float64 (n, input_dim) array, n ≥ 1, finite."""
-    arr = as_float_array(inputs, "inputs")
-    if arr.ndim == 1:
-        arr = arr.reshape(-1, 1)
-    if arr.ndim != 2 or arr.shape[0] < 1:
-        raise ValueError(f"inputs must have shape (n,) or (n, input_dim) with n >= 1; got {np.shape(inputs)}.")
-    return np.ascontiguousarray(arr)
-
-
-def check_kernel(kernel: object) -> None:
-    """A covariance function, or a TypeError naming the argument."""
-    from ..gp import Kernel
-
-    if not isinstance(kernel, Kernel):
-        raise TypeError(f"kernel must be an avicore.gp.Kernel such as RBF(); got {type(kernel).__name__}.")
-
-
-def fit_indices(fit: object, kernel: object) -> tuple[int, ...]:
-    """Positions in ``kernel.params`` of the hyperparameters ``fit`` names (True: all, False: none)."""
-    names = kernel.param_names
-    if isinstance(fit, (bool, np.bool_)):
-        return tuple(range(len(names))) if fit else ()
-    if isinstance(fit, str) or not isinstance(fit, Sequence) or any(f not in names for f in fit):
-        raise ValueError(f"fit must be True, False or a sequence of names from {names}; got {fit!r}.")
-    if len(set(fit)) != len(fit):
-        raise ValueError(f"fit must not repeat a name; got {tuple(fit)!r}.")
-    return tuple(sorted(names.index(f) for f in fit))
-
-
-@dataclass(frozen=True)
-class _PriorFactor:
-    """What the prior term needs from one Gram matrix: its Cholesky factor's inverse, diag(K⁻¹) and log|K|, and
-    (when hyperparameters are fitted) ∂K/∂θ."""
-
-    kernel: object
-    K: np.ndarray
-    L: np.ndarray
-    Linv: np.ndarray
-    Kinv_diag: np.ndarray
-    logdet: float
-    jitter: float
-    dK: np.ndarray | None
-
-
-def _factor(kernel: object, inputs: np.ndarray, with_grads: bool) -> _PriorFactor:
-    from ..gp import jittered_cholesky
-
-    K, dK = kernel.gram_and_grads(inputs) if with_grads else (kernel(inputs), None)
-    L, jitter = jittered_cholesky(K, name="K")
-    Linv = np.linalg.inv(L)  # triangular inverse, N² memory
-    return _PriorFactor(kernel, K, L, Linv, np.einsum("ij,ij->j", Linv, Linv), 2.0 * float(np.log(np.diag(L)).sum()),
-                        jitter, dK)
 
 
 class GaussianProcess(LatentVariableModel):
@@ -179,7 +124,7 @@ class GaussianProcess(LatentVariableModel):
         self.hyperprior_sd = None if hyperprior_sd is None else check_scalar(hyperprior_sd, "hyperprior_sd",
                                                                              positive=True)
         self.local_solver = check_choice(local_solver, "local_solver", LOCAL_SOLVERS)
-        self._factor = _factor(kernel, self.inputs, with_grads=self.global_dim > 0)
+        self._factor = factorise(kernel, self.inputs, with_grads=self.global_dim > 0)
         self._theta_key = kernel.params[list(self._fit_index)]
 
     # The Gram matrix and its factorisation at the hyperparameters last evaluated (the kernel's own when none are
@@ -306,19 +251,14 @@ class GaussianProcess(LatentVariableModel):
         hyperparameters last evaluated (the kernel's own when none are fitted)."""
         return self._prior(self._factor, mean, var)[:3]
 
-    def _prior(self, factor: _PriorFactor, mean: np.ndarray, var: np.ndarray
+    def _prior(self, factor: PriorFactor, mean: np.ndarray, var: np.ndarray
                ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
-        from scipy.linalg.blas import dtrmv
-
-        # α = L⁻ᵀ(L⁻¹m) by two triangular matvecs (BLAS trmv on the F-ordered view L⁻ᵀ, no copy): they read only
-        # the triangle, N² numbers, where two dense matvecs read 2N² (memory-bound: 2.5 ms → 0.9 ms at N = 2000).
-        linv_t = factor.Linv.T
-        alpha = dtrmv(linv_t, dtrmv(linv_t, mean, lower=0, trans=1), lower=0, trans=0)
+        alpha = factor.alpha(mean)  # the mean-field solver's own α after its steps, else two triangular matvecs
         value = (-0.5 * float(mean @ alpha) - 0.5 * float(factor.Kinv_diag @ var) - 0.5 * factor.logdet
                  - 0.5 * self.n * _LOG_2PI)
         return value, -alpha, -0.5 * factor.Kinv_diag, alpha
 
-    def _factor_at(self, theta: np.ndarray) -> _PriorFactor | None:
+    def _factor_at(self, theta: np.ndarray) -> PriorFactor | None:
         """The factorised Gram matrix at log-hyperparameters ``theta`` (cached: point q(θ) asks for one value per
         step); None when it cannot be factorised even with jitter."""
         from ..gp import CholeskyError
@@ -326,14 +266,14 @@ class GaussianProcess(LatentVariableModel):
         if np.array_equal(self._theta_key, theta):
             return self._factor
         try:
-            factor = _factor(self.kernel_at(theta), self.inputs, with_grads=True)
+            factor = factorise(self.kernel_at(theta), self.inputs, with_grads=True)
         except (CholeskyError, ValueError):
             return None
         self._theta_key = theta.copy()
         self._factor = factor
         return factor
 
-    def _hyper_grad(self, factor: _PriorFactor, alpha: np.ndarray, var: np.ndarray) -> np.ndarray:
+    def _hyper_grad(self, factor: PriorFactor, alpha: np.ndarray, var: np.ndarray) -> np.ndarray:
         """∂/∂θᵢ of E_q[log N(f; 0, K)] = ½ tr(W ∂K/∂θᵢ), W = ααᵀ + K⁻¹ diag(s²) K⁻¹ − K⁻¹."""
         Kinv = factor.Linv.T @ factor.Linv
         W = np.outer(alpha, alpha) + (Kinv * var) @ Kinv - Kinv
@@ -379,7 +319,7 @@ class GaussianProcess(LatentVariableModel):
                           grad_log_scale=(2.0 * var * (gv + ell.grad_var)).reshape(-1, 1), grad_global=grad_global)
 
     # -- the engines' solver hooks (issue 19): FVI/AVI ask the model for its own update of the locals -------------
-    def _solver_factor(self, glob: np.ndarray) -> _PriorFactor | None:
+    def _solver_factor(self, glob: np.ndarray) -> PriorFactor | None:
         """The prior factor at q(θ)'s point value ``glob[:global_dim]`` (None: not factorisable)."""
         return self._factor if self.global_dim == 0 else self._factor_at(np.asarray(glob[:self.global_dim]))
 
