@@ -391,34 +391,77 @@ def bench_fvi_iteration(n: int, repeats: int, *, quick: bool = False) -> None:
                     goal="≥ 2× faster than GPyTorch")
 
 
-def bench_fit_to_optimum(n: int, quick: bool = False) -> None:
+def _count_matvecs(fit: Callable[[], object]) -> int:
+    """The symmetric K-matvecs one call of ``fit`` makes in the fixed point's CG solves (counted, not timed)."""
+    from avicore.gp import _pcg
+
+    plain, count = _pcg.kernel_matvec, [0]
+
+    def counted(factor: object, x: np.ndarray) -> np.ndarray:
+        count[0] += 1
+        return plain(factor, x)
+
+    _pcg.kernel_matvec = counted
+    try:
+        fit()
+    finally:
+        _pcg.kernel_matvec = plain
+    return count[0]
+
+
+def bench_fit_to_optimum(n: int, repeats: int, quick: bool = False) -> None:
     """Part 3 (issue 19): a whole F-VI fit of a Poisson GP with an RBF kernel (variance 1, lengthscale 0.1, inputs
     linspace(0, 1, n)): the mean-field fixed point (the default, ``local_solver="fixed-point"``) against the Adam
-    engine it replaced. Prints the fixed point's wall time and iterations, Adam's seconds per iteration, the ratio
-    wall(fixed point) / (Adam's per-iteration cost × the fixed point's iterations), and where Adam is after the
-    same wall time."""
+    engine it replaced, both on one thread with the same model setup (Gram matrix, Cholesky factor and its inverse:
+    O(N³) once per hyperparameter setting, timed on its own and left out of both fits' per-iteration figures). The
+    fixed point's pivoted-Cholesky preconditioner (O(N r²), once per K) is timed on its own too, and is inside the
+    fixed point's first iteration and total wall time. Every timing is the minimum over ``repeats`` fits after a
+    warm-up fit of each kind. Prints both readings of the goal (per-iteration cost ratio; the fixed point's total wall
+    time against Adam's per-iteration cost × the iterations the fixed point needs) and where Adam is after the same
+    wall time."""
+    import time
     import warnings
+
+    from avicore.gp._pcg import pivoted_cholesky
 
     inputs = np.linspace(0.0, 1.0, n)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", JitterWarning)  # RBF on dense inputs: jitter expected
+        t0 = time.perf_counter()
         fixed_model = GaussianProcess(RBF(1.0, 0.1), Poisson(), inputs)
+        setup = time.perf_counter() - t0
         adam_model = GaussianProcess(RBF(1.0, 0.1), Poisson(), inputs, local_solver="adam")
     y = fixed_model.simulate(seed=0).x[:, 0]
     avicore.set_num_threads(1)
     common = {"n_samples": 1, "elbo_samples": 2, "backend": "numpy"}
-    fixed = avicore.FVI(fixed_model, **common).fit(y, n_iter=200, lr=GP_LR, seed=0)
-    probe = avicore.FVI(adam_model, **common).fit(y, n_iter=20 if quick else 50, lr=GP_LR, seed=0)
-    per_iter = float(probe.trace_seconds[-1] - probe.trace_seconds[0]) / (probe.n_iter - 1)
+    probe_iter = 20 if quick else 50
+    fixed_engine, adam_engine = avicore.FVI(fixed_model, **common), avicore.FVI(adam_model, **common)
+    fixed_engine.fit(y, n_iter=200, lr=GP_LR, seed=0)  # warm-up: first-call imports, page faults
+    adam_engine.fit(y, n_iter=5, lr=GP_LR, seed=0)
+    fits = [fixed_engine.fit(y, n_iter=200, lr=GP_LR, seed=0) for _ in range(max(1, repeats))]
+    fixed = min(fits, key=lambda r: r.seconds)
+    fixed_step = min(float(np.median(np.diff(r.trace_seconds))) for r in fits)  # steady state, iterations 2..
+    probes = [adam_engine.fit(y, n_iter=probe_iter, lr=GP_LR, seed=0) for _ in range(max(1, repeats))]
+    per_iter = min(float(r.trace_seconds[-1] - r.trace_seconds[0]) / (r.n_iter - 1) for r in probes)
+    t0 = time.perf_counter()
+    rank = pivoted_cholesky(fixed_model.K)[0].shape[1]
+    precond = time.perf_counter() - t0
+    matvecs = _count_matvecs(lambda: fixed_engine.fit(y, n_iter=200, lr=GP_LR, seed=0))
     same_time = max(2, int(fixed.seconds / per_iter))
-    adam = avicore.FVI(adam_model, **common).fit(y, n_iter=same_time, lr=GP_LR, seed=0)
-    ratio = fixed.seconds / (per_iter * fixed.n_iter)
-    print(f"\nF-VI fit to the optimum, Poisson GP, RBF(1, 0.1), N = {n:,}, 1 thread")
-    print(f"  fixed point: {fixed.n_iter} iterations, {fixed.seconds:.3f} s ({fixed.seconds / fixed.n_iter * 1e3:.1f} "
-          f"ms an iteration), stop_reason={fixed.stop_reason!r}, ELBO {fixed.elbo:.6g}")
-    print(f"  Adam: {per_iter * 1e3:.2f} ms an iteration; wall(fixed point) / (Adam's per-iteration cost x "
-          f"{fixed.n_iter} iterations) = {ratio:.1f}x (goal <= 2x)")
-    print(f"  Adam after the same wall time ({same_time} iterations, {adam.seconds:.3f} s): ELBO {adam.elbo:.6g} "
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Adam is far from converged: that is the point
+        adam = adam_engine.fit(y, n_iter=same_time, lr=GP_LR, seed=0)
+    print(f"\nF-VI fit to the optimum, Poisson GP, RBF(1, 0.1), N = {n:,}, 1 thread (minimum of {len(fits)} fits)")
+    print(f"  setup shared by both fits (Gram matrix, Cholesky, inverse factor, once per K): {setup * 1e3:.1f} ms; "
+          f"the fixed point's preconditioner (pivoted Cholesky, rank {rank}): {precond * 1e3:.2f} ms")
+    print(f"  fixed point: {fixed.n_iter} iterations, {fixed.seconds * 1e3:.2f} ms in all, stop_reason="
+          f"{fixed.stop_reason!r}, ELBO {fixed.elbo:.6g}; {matvecs} K-matvecs (N² each); "
+          f"steady-state {fixed_step * 1e3:.2f} ms an iteration")
+    print(f"  Adam: {per_iter * 1e3:.2f} ms an iteration")
+    print(f"  per-iteration cost ratio (steady state): {fixed_step / per_iter:.2f}x; fixed point's total wall / "
+          f"(Adam's per-iteration cost x {fixed.n_iter} iterations) = {fixed.seconds / (per_iter * fixed.n_iter):.2f}x "
+          f"(goal <= 2x)")
+    print(f"  Adam after the same wall time ({same_time} iterations, {adam.seconds * 1e3:.1f} ms): ELBO {adam.elbo:.6g} "
           f"({fixed.elbo - adam.elbo:.3g} nats below the fixed point)")
 
 
@@ -435,7 +478,7 @@ def main() -> None:
     if args.part in ("2", "all"):
         bench_fvi_iteration(args.gp_n or (300 if args.quick else GP_N), args.repeats, quick=args.quick)
     if args.part in ("3", "all"):
-        bench_fit_to_optimum(args.gp_n or (300 if args.quick else GP_N), quick=args.quick)
+        bench_fit_to_optimum(args.gp_n or (300 if args.quick else GP_N), args.repeats, quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import cho_factor, cho_solve
 from scipy.linalg.blas import dsymv
 
 #: Largest rank of the pivoted-Cholesky preconditioner, its stopping tolerance (residual trace relative to tr K),
@@ -66,13 +65,12 @@ def pivoted_cholesky(K: np.ndarray, max_rank: int = MAX_RANK, rtol: float = RANK
 @dataclass(frozen=True)
 class NewtonStep:
     """A (possibly truncated) Newton step: ``dm`` = Δm, ``dalpha`` = δα = K⁻¹Δm, ``slope`` = GᵀΔm ≥ 0 (twice the
-    predicted gain; an upper bound on the exact Newton decrement when truncated), ``cg_steps`` and ``matvecs``."""
+    predicted gain; an upper bound on the exact Newton decrement when truncated) and ``cg_steps``."""
 
     dm: np.ndarray
     dalpha: np.ndarray
     slope: float
     cg_steps: int
-    matvecs: int
 
 
 class NewtonCG:
@@ -99,10 +97,10 @@ class NewtonCG:
         Wd = W / D[:, None]
         inner = W.T @ Wd
         inner[np.diag_indices_from(inner)] += 1.0
-        inner_f = cho_factor(inner, lower=True, check_finite=False)
+        inner_inv = np.linalg.inv(inner)  # r × r, eigenvalues ≥ 1
 
         def precondition(x: np.ndarray) -> np.ndarray:
-            return x / D - Wd @ cho_solve(inner_f, Wd.T @ x, check_finite=False)
+            return x / D - Wd @ (inner_inv @ (Wd.T @ x))
 
         z, Kz = np.zeros_like(c), np.zeros_like(c)
         res = c.copy()
@@ -125,4 +123,4 @@ class NewtonCG:
             rs = rs_new
             steps += 1
         dm = KG - Kz
-        return NewtonStep(dm=dm, dalpha=G - root * z, slope=float(G @ dm), cg_steps=steps, matvecs=steps + 1)
+        return NewtonStep(dm=dm, dalpha=G - root * z, slope=float(G @ dm), cg_steps=steps)

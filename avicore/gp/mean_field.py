@@ -42,6 +42,8 @@ __all__ = ["MeanFieldSolver", "MeanFieldStep"]
 
 #: Halvings of a coordinate's log-variance move at most.
 _VAR_HALVINGS = 40
+#: Relative change of a coordinate's ELBO term below which the variance block counts it as unchanged.
+_ROUNDING = 1e-14
 
 
 @dataclass(frozen=True)
@@ -92,8 +94,8 @@ class MeanFieldSolver:
     def __init__(self, likelihood: object, y: np.ndarray, backend: str, tol: float = 1e-8) -> None:
         self.likelihood, self.y, self.backend, self.tol = likelihood, y, backend, tol
         self.started = False
-        self.matvecs = 0  # symmetric K-matvecs so far (the benchmark reports them)
         self._newton: NewtonCG | None = None
+        self._last: tuple | None = None  # (mean, var, expected log-likelihood) at the end of the last step
 
     def _ell(self, mean: np.ndarray, var: np.ndarray):
         from ..quadrature import expected_log_lik
@@ -108,70 +110,82 @@ class MeanFieldSolver:
             self._newton.c0 = c0
         return self._newton
 
-    def elbo(self, factor: object, mean: np.ndarray, var: np.ndarray, alpha: np.ndarray | None = None) -> float:
-        """The exact ELBO of ∏ N(meanₙ, varₙ) under the prior whose factor is ``factor`` (α = K⁻¹mean if known)."""
+    def elbo(self, factor: object, mean: np.ndarray, var: np.ndarray, alpha: np.ndarray | None = None,
+             ell: object = None) -> float:
+        """The exact ELBO of ∏ N(meanₙ, varₙ) under the prior whose factor is ``factor`` (α = K⁻¹mean and the
+        expected log-likelihood there, if known)."""
         if alpha is None:
             alpha = factor.alpha(mean)
-        return (float(self._ell(mean, var).value.sum()) - 0.5 * float(alpha @ mean)
-                - 0.5 * float(factor.Kinv_diag @ var) + 0.5 * float(np.log(var).sum()) - 0.5 * factor.logdet
-                + 0.5 * mean.size)
+        if ell is None:
+            ell = self._ell(mean, var)
+        return (float(ell.value.sum()) - 0.5 * float(alpha @ mean) - 0.5 * float(factor.Kinv_diag @ var)
+                + 0.5 * float(np.log(var).sum()) - 0.5 * factor.logdet + 0.5 * mean.size)
 
-    def _variances(self, factor: object, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
-        """The variance block: each log vₙ moves to the fixed point, halved where its own term would fall."""
+    def _variances(self, factor: object, mean: np.ndarray, var: np.ndarray, ell: object
+                   ) -> tuple[np.ndarray, object]:
+        """The variance block from ``var`` (``ell``: the expected log-likelihood there): each log vₙ moves to the
+        fixed point, halved where its own term would fall. Returns the new variances and the expected
+        log-likelihood at them."""
         d = factor.Kinv_diag
 
-        def terms(v: np.ndarray) -> np.ndarray:
-            h = self._ell(mean, v).value - 0.5 * d * v + 0.5 * np.log(v)
+        def terms(v: np.ndarray, e: object) -> np.ndarray:
+            h = e.value - 0.5 * d * v + 0.5 * np.log(v)
             return np.where(np.isfinite(h), h, -np.inf)
 
         old = np.log(var)
-        h_old = terms(var)
-        move = -np.log(d + curvature(self._ell(mean, var).grad_var)) - old
+        h_old = terms(var, ell)
+        h_floor = h_old - _ROUNDING * (np.abs(h_old) + 1.0)  # a fall within rounding is no fall (at the fixed point)
+        move = -np.log(d + curvature(ell.grad_var)) - old
         t = old + move
         for _ in range(_VAR_HALVINGS):
-            h_new = terms(np.exp(t))
-            worse = h_new < h_old
+            e_new = self._ell(mean, np.exp(t))
+            worse = terms(np.exp(t), e_new) < h_floor
             if not worse.any():
-                break
+                return np.exp(t), e_new
             move = np.where(worse, 0.5 * move, move)
             t = np.where(worse, old + move, t)
-        else:
-            t = np.where(terms(np.exp(t)) < h_old, old, t)
-        return np.exp(t)
+        t = np.where(terms(np.exp(t), self._ell(mean, np.exp(t))) < h_floor, old, t)
+        return np.exp(t), self._ell(mean, np.exp(t))
 
     def step(self, factor: object, mean: np.ndarray, var: np.ndarray) -> MeanFieldStep:
         """One iteration (variances, then means) from q = ∏ N(meanₙ, varₙ) at the prior ``factor``."""
         alpha = factor.alpha(mean)
-        elbo_before = self.elbo(factor, mean, var, alpha)
-        new_var = self._variances(factor, mean, var)
+        last = self._last
+        if last is not None and np.array_equal(last[0], mean) and np.array_equal(last[1], var):
+            ell = last[2]  # the expected log-likelihood at this q, from the end of the previous step
+        else:
+            ell = self._ell(mean, var)
+        elbo_before = self.elbo(factor, mean, var, alpha, ell)
+        var0 = var
+        var, ell = self._variances(factor, mean, var, ell)
         if not self.started:
             self.started = True
             start = likelihood_start(self.likelihood, self.y)
             if start is not None:
-                start_var = self._variances(factor, start, var)
+                start_var, start_ell = self._variances(factor, start, var0, self._ell(start, var0))
                 start_alpha = factor.alpha(start)
-                if self.elbo(factor, start, start_var, start_alpha) > self.elbo(factor, mean, new_var, alpha):
-                    mean, new_var, alpha = start, start_var, start_alpha
-        var = new_var
-        ell = self._ell(mean, var)
+                if (self.elbo(factor, start, start_var, start_alpha, start_ell)
+                        > self.elbo(factor, mean, var, alpha, ell)):
+                    mean, var, alpha, ell = start, start_var, start_alpha, start_ell
         newton = self._newton_for(factor)
         d = newton.step(curvature(ell.grad_var), ell.grad_mean - alpha)
-        self.matvecs += d.matvecs
-        ell_sum = float(ell.value.sum())
+        tried = [ell]
 
         def along(t: float) -> float:
             """F(m + tΔm) = Σ E − ½ (α + tδα)ᵀ(m + tΔm) (−inf on overflow)."""
             m_t = mean + t * d.dm
             if not np.all(np.isfinite(m_t)):
                 return -np.inf
-            value = float(self._ell(m_t, var).value.sum()) - 0.5 * float((alpha + t * d.dalpha) @ m_t)
+            tried[0] = self._ell(m_t, var)
+            value = float(tried[0].value.sum()) - 0.5 * float((alpha + t * d.dalpha) @ m_t)
             return value if np.isfinite(value) else -np.inf
 
-        t, _ = backtrack(along, ell_sum - 0.5 * float(alpha @ mean), d.slope)
-        if t > 0.0:
-            mean, alpha = mean + t * d.dm, alpha + t * d.dalpha
-        elbo = self.elbo(factor, mean, var, alpha)
+        t, _ = backtrack(along, float(ell.value.sum()) - 0.5 * float(alpha @ mean), d.slope)
+        if t > 0.0:  # backtrack returns at the accepted trial: tried[0] is the expected log-likelihood there
+            mean, alpha, ell = mean + t * d.dm, alpha + t * d.dalpha, tried[0]
+        elbo = self.elbo(factor, mean, var, alpha, ell)
         factor.remember(mean, alpha)  # the model's prior term at this mean then costs O(N)
+        self._last = (mean, var, ell)
         gain = elbo - elbo_before
         predicted = 0.5 * max(d.slope, 0.0)
         return MeanFieldStep(mean=mean, var=var, alpha=alpha, elbo=elbo, gain=gain, predicted=predicted,
