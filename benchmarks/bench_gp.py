@@ -461,8 +461,8 @@ def bench_fit_to_optimum(n: int, repeats: int, quick: bool = False) -> None:
     print(f"  per-iteration cost ratio (steady state): {fixed_step / per_iter:.2f}x; fixed point's total wall / "
           f"(Adam's per-iteration cost x {fixed.n_iter} iterations) = {fixed.seconds / (per_iter * fixed.n_iter):.2f}x "
           f"(goal <= 2x)")
-    print(f"  Adam after the same wall time ({same_time} iterations, {adam.seconds * 1e3:.1f} ms): ELBO {adam.elbo:.6g} "
-          f"({fixed.elbo - adam.elbo:.3g} nats below the fixed point)")
+    print(f"  Adam after the same wall time ({same_time} iterations, {adam.seconds * 1e3:.1f} ms): "
+          f"ELBO {adam.elbo:.6g} ({fixed.elbo - adam.elbo:.3g} nats below the fixed point)")
 
 
 def main() -> None:

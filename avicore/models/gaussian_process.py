@@ -32,7 +32,8 @@ How the engines fit the locals: the prior term's gradient in m is −K⁻¹m, wh
 "fixed-point"``) :class:`avicore.FVI` therefore updates the locals by the mean-field fixed point / Newton iteration of
 :mod:`avicore.gp.mean_field` (the optimum in a few iterations for any kernel; the fit stops with
 ``stop_reason="stationary"``) and :class:`avicore.AVI` fits Constant and Polynomial encoders by Gauss–Newton steps
-(:mod:`avicore.gp.amortized`); MLP encoders, and a Gaussian q(θ) over fitted hyperparameters, keep Adam.
+(:mod:`avicore.gp.amortized`) and MLP encoders by truncated Gauss–Newton steps in the same metric; a Gaussian q(θ)
+over fitted hyperparameters keeps Adam.
 
 ``local_terms`` therefore returns the same value for every Monte-Carlo sample. The prior couples every latent, so
 the engines pass all rows in order (``supports_minibatch = False``).
@@ -77,8 +78,9 @@ class GaussianProcess(LatentVariableModel):
         fixed point / Newton iteration of :mod:`avicore.gp.mean_field` (reaches the optimum in a few iterations
         for any kernel, stops with ``stop_reason="stationary"`` when no hyperparameter is fitted; used when q(θ)
         is a point or there is no θ), ``"adam"`` by the engine's Adam steps on the ELBO gradient, whose progress
-        depends on K's condition number. :class:`avicore.AVI` with a ``Constant`` or ``Polynomial`` encoder
-        likewise takes Gauss–Newton steps on the encoder (:mod:`avicore.gp.amortized`) under ``"fixed-point"``.
+        depends on K's condition number. Under ``"fixed-point"`` :class:`avicore.AVI` likewise takes Gauss–Newton
+        steps on the encoder (:mod:`avicore.gp.amortized`: exact ones for ``Constant`` and ``Polynomial``,
+        truncated Hessian-free ones for ``MLP``), ignoring the learning rate.
 
     Examples
     --------
@@ -338,16 +340,17 @@ class GaussianProcess(LatentVariableModel):
 
     def _avi_local_solver(self, x: np.ndarray, encoder: object, bound: object, design: np.ndarray, *,
                           backend: str, global_q: str, fixed_global: bool) -> object:
-        """A-VI's update of an encoder linear in its parameters (Constant, Polynomial): Gauss–Newton steps
-        (:class:`avicore.gp.amortized.LinearEncoderSolver`), or None for Adam."""
+        """A-VI's update of the encoder: Gauss–Newton steps for one linear in its parameters (Constant, Polynomial;
+        :class:`avicore.gp.amortized.LinearEncoderSolver`), truncated Gauss–Newton (Hessian-free) steps for any
+        other (MLP; :class:`avicore.gp.amortized.GaussNewtonEncoderSolver`), or None for Adam."""
         from ..encoders import Constant, Polynomial
 
-        if (self.local_solver != "fixed-point" or (self.global_dim and global_q != "point")
-                or not isinstance(encoder, (Constant, Polynomial))):
+        if self.local_solver != "fixed-point" or (self.global_dim and global_q != "point"):
             return None
-        from ..gp.amortized import LinearEncoderSolver
+        from ..gp.amortized import GaussNewtonEncoderSolver, LinearEncoderSolver
 
-        return _AVISolver(self, LinearEncoderSolver(self.likelihood, x[:, 0].copy(), bound, design, backend),
+        kind = LinearEncoderSolver if isinstance(encoder, (Constant, Polynomial)) else GaussNewtonEncoderSolver
+        return _AVISolver(self, kind(self.likelihood, x[:, 0].copy(), bound, design, backend),
                           stops=self.global_dim == 0 or fixed_global)
 
 
