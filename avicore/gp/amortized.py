@@ -149,7 +149,7 @@ class LinearEncoderSolver:
 
 #: Levenberg–Marquardt damping of the Gauss–Newton solver: start, bounds, and the CG steps per iteration at most.
 _DAMPING_START, _DAMPING_MIN, _DAMPING_MAX = 1.0, 1e-10, 1e12
-_GN_CG_STEPS = 30
+_GN_CG_STEPS = 100
 
 
 class GaussNewtonEncoderSolver:
@@ -158,7 +158,7 @@ class GaussNewtonEncoderSolver:
     The ELBO of a GP model is a function of the encoder's outputs o = (m, log s) with, in those outputs, the
     gradient (G, G_s) = (g − K⁻¹m, 2v(∂E/∂v − ½ diag K⁻¹) + 1) and the positive-definite Gauss–Newton metric
     M = blockdiag(K⁻¹ + Λ, diag(2vₙ((K⁻¹)ₙₙ + λₙ))) (exact for the means; the variances' curvature at the fixed
-    point). Each iteration solves (JᵀMJ + μI) δ = Jᵀ(G, G_s), J = ∂o/∂φ, by at most 30 conjugate-gradient steps
+    point). Each iteration solves (JᵀMJ + μI) δ = Jᵀ(G, G_s), J = ∂o/∂φ, by at most 100 conjugate-gradient steps
     that never form J: J v by central differences of the encoder's forward pass (exact for encoders linear in φ and
     for ReLU networks away from their kinks), Jᵀw by its backward pass, K⁻¹ by two triangular matvecs (Martens 2010,
     "Hessian-free optimization"). CG from δ = 0 gives an ascent direction however early it stops, so a backtracking

@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
 
 from avicore.experiments import gp, run
 from avicore.gp import log_marginal_likelihood, mean_field_optimum
+from avicore.optim import ConvergenceWarning
 
 
 @pytest.fixture(scope="module")
@@ -43,15 +45,14 @@ def test_quick_run_writes_results_and_figures(quick: dict) -> None:
         row = saved["seeds"][0]["likelihoods"][case]
         assert set(row["methods"]) == {"F-VI", "Polynomial(2)", *(f"MLP({k})" for k in cfg["widths"])}
         for m, v in row["methods"].items():
-            # F-VI's fixed point and the Polynomial encoder's Gauss–Newton fit stop at their optimum; MLPs (Adam) run
-            # on — or, on the smooth kernels, run away (the engine stops them, returns the best state, and the row
-            # has no gap: issue 19 left MLP encoders on Adam, whose steps K⁻¹'s conditioning defeats).
+            # F-VI's fixed point and the Polynomial encoder's Gauss–Newton fit stop at their optimum; MLPs take
+            # truncated Gauss–Newton steps (issue 19): they never diverge, on the smooth kernels too, and run until
+            # their own fixed point or the iteration budget.
             if m in ("F-VI", "Polynomial(2)"):
                 done = v["stop_reason"] == "stationary" and v["n_iter"] <= 20 and v["gap"] is not None
-            elif v["stop_reason"] == "diverged":
-                done = case.endswith("/rbf") and v["gap"] is None and not v["converged"]
             else:
-                done = v["stop_reason"] == "n_iter" and v["n_iter"] == cfg["n_iter"] and v["gap"] is not None
+                done = (v["stop_reason"] in ("n_iter", "stationary") and v["n_iter"] <= cfg["mlp_n_iter"]
+                        and v["gap"] is not None)
             assert math.isfinite(v["elbo"]) and done, (case, m, v["stop_reason"], v["n_iter"])
             assert v["elbo_se"] == 0.0  # the GP ELBO is exact: no Monte-Carlo error
             assert len(v["trace_iteration"]) == len(v["trace_elbo"]) <= cfg["max_trace_points"]
@@ -67,10 +68,9 @@ def test_fvi_beats_every_encoder_by_more_than_a_nat(quick: dict) -> None:
             assert row["methods"]["F-VI"]["iterations_to_1pct"] <= 5
             for m, v in row["methods"].items():
                 if m != "F-VI":
-                    assert fvi - v["elbo"] > 1.0, (lik, m)  # a diverged fit's best state too
-                    if v["gap"] is not None:  # None: diverged, not compared (see the test above)
-                        assert v["gap"] == pytest.approx(fvi - v["elbo"], abs=1e-9)
-            if "/" not in lik:  # Matérn-1/2: Adam fits the MLPs; a wider encoder gets closer, but not there
+                    assert fvi - v["elbo"] > 1.0, (lik, m)
+                    assert v["gap"] == pytest.approx(fvi - v["elbo"], abs=1e-9)
+            if lik == "gaussian":  # Matérn-1/2: a wider encoder gets closer, but not there
                 assert row["methods"]["MLP(64)"]["elbo"] > row["methods"]["MLP(4)"]["elbo"]
         f = quick["summary"]["findings"][lik]
         assert f["fvi_ge_every_avi"] and f["gap_above_1_nat_every_width"] and f["min_gap"] > 1.0
@@ -145,7 +145,9 @@ def test_encoder_on_the_observation_alone_leaves_a_gap_that_width_does_not_shrin
     y = model.simulate(seed=0).x
     lr = exponential_decay(cfg["lr"], cfg["lr_final"], 1000)
     fvi = avicore.FVI(model, n_samples=1, elbo_samples=2, backend="numpy").fit(y, n_iter=1000, lr=lr, seed=0)
-    gaps = [fvi.elbo - avicore.AVI(model, MLP(k), n_samples=1, elbo_samples=2, backend="numpy").fit(
-        y, n_iter=1000, lr=lr, seed=0).elbo for k in (4, 64)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # Gauss–Newton steps: 150 is enough to see the gap
+        gaps = [fvi.elbo - avicore.AVI(model, MLP(k), n_samples=1, elbo_samples=2, backend="numpy").fit(
+            y, n_iter=150, lr=lr, seed=0).elbo for k in (4, 64)]
     assert min(gaps) > 5.0
     assert abs(gaps[1] - gaps[0]) < 0.1 * gaps[0]
