@@ -10,16 +10,17 @@ the smooth kernels most GP users reach for first — RBF and Matérn-5/2 with th
 (cond(K) ~1e12–1e15 after jitter, diag(K⁻¹) up to ~1e10): first-order steps in (mₙ, log sₙ) are scaled by K⁻¹ and
 barely move, so F-VI now fits the locals by the mean-field fixed point (:mod:`avicore.gp.mean_field`: the optimum
 in ~2–10 iterations for every kernel) and the Polynomial(2) encoder by Gauss–Newton steps
-(:mod:`avicore.gp.amortized`): the F-VI − Polynomial(2) gap is measured between optima. The MLP encoders are
-still fitted by Adam on the raw gradients: on the Matérn-1/2 cases (cond(K) ~1e5) they get close to their optimum,
-on the smooth kernels they do not (quick run, RBF: MLP ELBOs of −1e5 to −3e6 against F-VI's −200 to −450), so
-their rows there measure the optimiser, not the amortization.
+(:mod:`avicore.gp.amortized`): the F-VI − Polynomial(2) gap is measured between optima. The MLP encoders take
+truncated Gauss–Newton (Hessian-free) steps in the prior's metric (``mlp_n_iter`` iterations: 200 quick, 1,000
+full; the learning rate is not used): their ELBO never falls and no fit diverges, but the wide ReLU encoders on RBF
+are still climbing at the budget (quick run: MLP(64) 685–800 nats below F-VI, from ~1e5), so those gaps are upper
+bounds. (Under Adam, before, the smooth-kernel MLP fits reached ELBOs of −1e5 to −3e6 or ran away.)
 
 Methods, each on the same simulated data per seed (data and fits seeded from the seed):
 
 - F-VI (mean-field q(f) = ∏ N(mₙ, sₙ²)) and A-VI with ReLU MLP encoders (two hidden layers) of width k on
   uₙ = (yₙ, tₙ) — the encoder even sees the input location, which is the most favourable case for A-VI;
-  the SAME Adam learning rate and schedule for both (0.05 decaying exponentially to 5e-4); full ELBOs with every
+  F-VI by its fixed point, the MLPs by Gauss–Newton steps (see above); full ELBOs with every
   constant and the correctly normalised likelihoods of :mod:`avicore.gp.likelihoods` (Gaussian, Poisson with
   log y! included, Bernoulli-logit). The GP model's ELBO is exact (closed-form expected log-likelihood for Gaussian
   and Poisson, 20-point Gauss–Hermite for Bernoulli; exact prior term), so its Monte-Carlo SE is 0 and the SEs
@@ -35,8 +36,10 @@ Methods, each on the same simulated data per seed (data and fits seeded from the
 Reported per seed and likelihood: every method's final ELBO, the gap F-VI − A-VI, iterations and seconds to reach
 1 % of F-VI's final ELBO, the ELBO trace (log-thinned), the exact KL(q ‖ posterior) = log p(y) − ELBO (Gaussian).
 Full run: N = 1,000, widths {1, 4, 16, 64} and Polynomial(2), Gaussian, Poisson and Bernoulli-logit × Matérn-1/2,
-RBF and Matérn-5/2, 4,000 iterations (MLPs; F-VI and Polynomial(2) stop at their fixed point), 3 seeds.
-Quick run: N = 200, widths {4, 64}, Gaussian and Poisson × Matérn-1/2 and RBF, 1,500 iterations, 1 seed.
+RBF and Matérn-5/2, 1,000 Gauss–Newton iterations for the MLPs (F-VI and Polynomial(2) stop at their fixed point),
+3 seeds. Quick run: N = 200, widths {4, 64}, Gaussian and Poisson × Matérn-1/2 and RBF, 200 MLP iterations, 1 seed
+(42 s). The measurements below were taken with Adam-fitted MLPs (before the Gauss–Newton solver); the full run has
+not been repeated since (benchmarks/README.md).
 The numbers below were measured before issue 19 (Adam F-VI, Matérn-1/2 only); quick run since: 23 s. Since
 (N = 1,000, lengthscale 0.2, seed 0, one fit each, 2026-12-04): F-VI stops at its fixed point in 2 (Gaussian) or
 5–6 (Poisson) iterations, 0.2–0.9 s, for Matérn-1/2, RBF and Matérn-5/2 alike, within 3e-7 nats of the closed-form

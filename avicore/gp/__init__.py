@@ -5,8 +5,11 @@
 - :mod:`avicore.gp.likelihoods`: ``Gaussian``, ``Poisson``, ``Bernoulli``, ``StudentT``.
 - :mod:`avicore.gp.full_rank`: ``FullRankVI``, the full-covariance Gaussian family (reference for F-VI).
 - :mod:`avicore.gp.mean_field`: the mean-field fixed point / Newton iteration that :class:`avicore.FVI` runs on the
-  locals of a GP model (any kernel, however ill-conditioned); :mod:`avicore.gp.amortized`: Gauss–Newton steps on
-  encoders linear in their parameters (Constant, Polynomial) for :class:`avicore.AVI`.
+  locals of a GP model (any kernel, however ill-conditioned; O(N²) an iteration by preconditioned conjugate
+  gradients, :mod:`avicore.gp._pcg`); :mod:`avicore.gp.amortized`: Gauss–Newton steps on encoders for
+  :class:`avicore.AVI` (exact for Constant and Polynomial, truncated Hessian-free ones for MLPs).
+- :mod:`avicore.gp.prior`: input and kernel checks and the factorised Gram matrix, shared by the model
+  (:class:`avicore.models.GaussianProcess`) and the solvers here, one floor below both.
 - :mod:`avicore.gp.exact`: posterior, log marginal likelihood and the mean-field optimum for a Gaussian
   likelihood; a Cholesky factorisation with jitter escalation.
 - :mod:`avicore.gp.hyperparameters`: ``fit_marginal_likelihood``, hyperparameters by exact type-II maximum
