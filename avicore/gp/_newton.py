@@ -24,6 +24,8 @@ from scipy.linalg.blas import dtrmv
 #: Armijo constant and the largest number of step halvings of the line search.
 ARMIJO = 1e-4
 MAX_HALVINGS = 60
+#: Relative size of a change in an ELBO that counts as rounding.
+ROUNDING = 1e-14
 
 
 def lower_matvec(L: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -79,11 +81,14 @@ def line_search(objective, a: np.ndarray, delta: np.ndarray, value: float, slope
 
 
 def backtrack(along, value: float, slope: float) -> tuple[float, float]:
-    """Largest α = 2⁻ᵏ with ``along(α)`` ≥ value + 1e-4·α·slope (Armijo); (α, along(α)), or (0, value)."""
+    """Largest α = 2⁻ᵏ with ``along(α)`` ≥ value + 1e-4·α·slope (Armijo) — up to the rounding of ``value`` itself
+    (1e-14 relative), so that a step whose gain is below rounding, at the optimum, is not halved 60 times in vain;
+    (α, along(α)), or (0, value)."""
     alpha = 1.0
+    slack = ROUNDING * (abs(value) + 1.0)
     for _ in range(MAX_HALVINGS):
         trial = along(alpha)
-        if np.isfinite(trial) and trial >= value + ARMIJO * alpha * slope:
+        if np.isfinite(trial) and trial >= value + ARMIJO * alpha * slope - slack:
             return alpha, float(trial)
         alpha *= 0.5
     return 0.0, value

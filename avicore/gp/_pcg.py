@@ -78,7 +78,8 @@ class NewtonCG:
 
     def __init__(self, factor: object, max_rank: int = MAX_RANK) -> None:
         self.factor = factor
-        self.V, residual = pivoted_cholesky(factor.K, max_rank)
+        V, residual = pivoted_cholesky(factor.K, max_rank)
+        self.V = np.ascontiguousarray(V)
         self.residual = residual + factor.jitter
         self.c0: float | None = None
 

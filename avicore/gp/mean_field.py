@@ -35,15 +35,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._newton import backtrack, curvature, likelihood_start
+from ._newton import ROUNDING, backtrack, curvature, likelihood_start
 from ._pcg import NewtonCG
 
 __all__ = ["MeanFieldSolver", "MeanFieldStep"]
 
 #: Halvings of a coordinate's log-variance move at most.
 _VAR_HALVINGS = 40
-#: Relative change of a coordinate's ELBO term below which the variance block counts it as unchanged.
-_ROUNDING = 1e-14
 
 
 @dataclass(frozen=True)
@@ -134,7 +132,7 @@ class MeanFieldSolver:
 
         old = np.log(var)
         h_old = terms(var, ell)
-        h_floor = h_old - _ROUNDING * (np.abs(h_old) + 1.0)  # a fall within rounding is no fall (at the fixed point)
+        h_floor = h_old - ROUNDING * (np.abs(h_old) + 1.0)  # a fall within rounding is no fall (at the fixed point)
         move = -np.log(d + curvature(ell.grad_var)) - old
         t = old + move
         for _ in range(_VAR_HALVINGS):

@@ -359,14 +359,22 @@ class _FVISolver:
 
     def __init__(self, model: GaussianProcess, solver: object, stops: bool) -> None:
         self.model, self.solver, self.stops = model, solver, stops
+        self._last: tuple[np.ndarray, np.ndarray] | None = None  # (log sd handed out, the variances it came from)
 
     def step(self, glob: np.ndarray, mean: np.ndarray, log_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
         """(new mean, new log sd, stationary) from the current locals at q(θ)'s point value."""
         factor = self.model._solver_factor(glob)
         if factor is None:
             return mean, log_scale, False
-        res = self.solver.step(factor, mean[:, 0], np.exp(2.0 * log_scale[:, 0]))
-        return (res.mean.reshape(-1, 1), 0.5 * np.log(res.var).reshape(-1, 1), self.stops and res.stationary)
+        last = self._last
+        # exp(2·½ log v) is not v to the last bit: hand the solver back its own variances, so that it recognises
+        # its last state (and reuses the expected log-likelihood there).
+        same = last is not None and np.array_equal(last[0], log_scale[:, 0])
+        var = last[1] if same else np.exp(2.0 * log_scale[:, 0])
+        res = self.solver.step(factor, mean[:, 0], var)
+        out = 0.5 * np.log(res.var)
+        self._last = (out, res.var)
+        return res.mean.reshape(-1, 1), out.reshape(-1, 1), self.stops and res.stationary
 
 
 class _AVISolver:
