@@ -67,11 +67,13 @@ class PriorFactor:
     _memo: list = field(default_factory=list, repr=False, compare=False)
 
     def alpha(self, mean: np.ndarray) -> np.ndarray:
-        """K⁻¹ mean: the remembered α when ``mean`` equals the remembered mean, else L⁻ᵀ(L⁻¹ mean) by two
-        triangular matvecs (BLAS trmv reads only the triangle: N² numbers)."""
+        """K⁻¹ mean: the remembered α when ``mean`` equals the remembered mean, 0 for mean 0, else L⁻ᵀ(L⁻¹ mean) by
+        two triangular matvecs (BLAS trmv reads only the triangle: N² numbers)."""
         memo = self._memo
         if memo and memo[0].shape == mean.shape and np.array_equal(memo[0], mean):
             return memo[1]
+        if not mean.any():  # the engines' start, m = 0
+            return np.zeros_like(mean, dtype=np.float64)
         return lower_t_matvec(self.Linv, lower_matvec(self.Linv, mean))
 
     def remember(self, mean: np.ndarray, alpha: np.ndarray) -> None:
