@@ -11,7 +11,7 @@ the smooth kernels most GP users reach for first — RBF and Matérn-5/2 with th
 barely move, so F-VI now fits the locals by the mean-field fixed point (:mod:`avicore.gp.mean_field`: the optimum
 in ~2–10 iterations for every kernel) and the Polynomial(2) encoder by Gauss–Newton steps
 (:mod:`avicore.gp.amortized`): the F-VI − Polynomial(2) gap is measured between optima. The MLP encoders take
-truncated Gauss–Newton (Hessian-free) steps in the prior's metric (``mlp_n_iter`` iterations: 200 quick, 1,000
+truncated Gauss–Newton (Hessian-free) steps in the prior's metric (``mlp_n_iter`` iterations: 200 quick, 300
 full; the learning rate is not used): their ELBO never falls and no fit diverges, but the wide ReLU encoders on RBF
 are still climbing at the budget (quick run: MLP(64) 685–800 nats below F-VI, from ~1e5), so those gaps are upper
 bounds. (Under Adam, before, the smooth-kernel MLP fits reached ELBOs of −1e5 to −3e6 or ran away.)
@@ -36,8 +36,9 @@ Methods, each on the same simulated data per seed (data and fits seeded from the
 Reported per seed and likelihood: every method's final ELBO, the gap F-VI − A-VI, iterations and seconds to reach
 1 % of F-VI's final ELBO, the ELBO trace (log-thinned), the exact KL(q ‖ posterior) = log p(y) − ELBO (Gaussian).
 Full run: N = 1,000, widths {1, 4, 16, 64} and Polynomial(2), Gaussian, Poisson and Bernoulli-logit × Matérn-1/2,
-RBF and Matérn-5/2, 1,000 Gauss–Newton iterations for the MLPs (F-VI and Polynomial(2) stop at their fixed point),
-3 seeds. Quick run: N = 200, widths {4, 64}, Gaussian and Poisson × Matérn-1/2 and RBF, 200 MLP iterations, 1 seed
+RBF and Matérn-5/2, 300 Gauss–Newton iterations for the MLPs (F-VI and Polynomial(2) stop at their fixed point),
+3 seeds (estimated 3–9 h of CPU: 0.03–0.5 s a Gauss–Newton iteration at N = 1,000, measured under load).
+Quick run: N = 200, widths {4, 64}, Gaussian and Poisson × Matérn-1/2 and RBF, 200 MLP iterations, 1 seed
 (42 s). The measurements below were taken with Adam-fitted MLPs (before the Gauss–Newton solver); the full run has
 not been repeated since (benchmarks/README.md).
 The numbers below were measured before issue 19 (Adam F-VI, Matérn-1/2 only); quick run since: 23 s. Since
@@ -97,7 +98,7 @@ def config(quick: bool) -> dict:
             "kernels": ["matern12", "rbf"] if quick else list(KERNELS),
             "settings": {k: dict(v) for k, v in LIKELIHOODS.items()},
             "widths": [4, 64] if quick else [1, 4, 16, 64], "depth": 2,
-            "n_iter": 1500 if quick else 4000, "mlp_n_iter": 200 if quick else 1000, "lr": 0.05, "lr_final": 5e-4,
+            "n_iter": 1500 if quick else 4000, "mlp_n_iter": 200 if quick else 300, "lr": 0.05, "lr_final": 5e-4,
             "encoder_inputs": "y,t", "backend": "numpy", "max_trace_points": 500, "rel": 0.01,
             "seeds": 1 if quick else 3}
 
