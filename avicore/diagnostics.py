@@ -118,25 +118,45 @@ def sample_values(model: LatentVariableModel, x: np.ndarray, local_mean: np.ndar
 
     Returns ``(values (n_samples,), entropy)`` where ``values[s]`` = log p(θ_s) + Σₙ log p(zₙ⁽ˢ⁾, xₙ | θ_s) + entropy.
     """
+    n_obs, d = local_mean.shape
+    log_prior, log_joint = sample_log_joint(model, x, local_mean, local_log_sd, global_mean, global_log_sd,
+                                            n_samples=n_samples, seed=seed, backend=backend,
+                                            index=np.arange(n_obs, dtype=np.int64))
+    entropy = estimate_entropy(float(np.sum(local_log_sd)), n_obs * d, global_log_sd)
+    return log_prior + log_joint + entropy, entropy
+
+
+def estimate_entropy(sum_local_log_sd: float, n_local: int, global_log_sd: np.ndarray) -> float:
+    """H[q] of a Gaussian mean-field q from Σ log sₙ over its ``n_local`` local coordinates and q(θ)'s log sd
+    (coordinates with log σ = -inf are point masses: no entropy)."""
+    spread = np.isfinite(global_log_sd)
+    return (sum_local_log_sd + float(np.sum(global_log_sd[spread]))
+            + _HALF_LOG_2PI_E * (n_local + int(spread.sum())))
+
+
+def sample_log_joint(model: LatentVariableModel, x: np.ndarray, local_mean: np.ndarray, local_log_sd: np.ndarray,
+                     global_mean: np.ndarray, global_log_sd: np.ndarray, *, n_samples: int, seed: int, backend: str,
+                     index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(log p(θ_s), Σ over the rows ``index`` of log p(zₙ⁽ˢ⁾, xₙ | θ_s)) for the estimate's samples, each (n_samples,).
+
+    ``x`` and the local parameters hold the rows ``index`` of the data set (all of them, or one chunk of a
+    distributed fit): the noise is keyed by the rows' indices, so chunk sums add up to the whole data set's.
+    """
     from .kernels._counter_normal import global_normals
 
-    n_obs, d = local_mean.shape
-    spread = np.isfinite(global_log_sd)  # coordinates of θ with log σ = -inf are point masses: no entropy
-    entropy = (float(np.sum(local_log_sd)) + float(np.sum(global_log_sd[spread]))
-               + _HALF_LOG_2PI_E * (n_obs * d + int(spread.sum())))
     d_theta = model.global_dim
-    index = np.arange(n_obs, dtype=np.int64)
     sd_theta = np.exp(global_log_sd)
-    values = np.empty(n_samples)
+    log_prior = np.empty(n_samples)
+    log_joint = np.empty(n_samples)
     for block, s0 in enumerate(range(0, n_samples, BLOCK)):
         sb = min(BLOCK, n_samples - s0)
         step = ESTIMATE_STEP0 + block
         theta = np.ascontiguousarray(global_mean + sd_theta * global_normals(seed, step, sb, d_theta))
-        log_prior, _ = model.log_prior_global(theta)
+        log_prior[s0:s0 + sb] = model.log_prior_global(theta)[0]
         terms = model.local_terms(x, local_mean, local_log_sd, theta, seed=seed, step=step, index=index,
                                   backend=backend)
-        values[s0:s0 + sb] = log_prior + terms.log_joint + entropy
-    return values, entropy
+        log_joint[s0:s0 + sb] = terms.log_joint
+    return log_prior, log_joint
 
 
 def _summarise(values: np.ndarray, entropy: float) -> ELBOEstimate:
