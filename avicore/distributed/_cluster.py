@@ -46,7 +46,7 @@ def fit_client(client: object) -> Iterator[tuple[object, bool]]:
     from .._config import available_cpus
 
     cluster = LocalCluster(n_workers=max(1, available_cpus()), threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=logging.ERROR)
+                           dashboard_address=":0", silence_logs=logging.ERROR)
     own = Client(cluster, set_as_default=False)
     try:
         yield own, True

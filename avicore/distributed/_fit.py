@@ -50,7 +50,8 @@ def fit_distributed(engine: FVI | AVI, x: Any, client: Any, n_iter: int, lr: Any
     dist.__dict__.update(vars(engine))
     with fit_client(client) as (active, owned):
         dist.client, dist.owned, dist.checkpoints = active, owned, checkpoints
-        return dist._execute(x, n_iter, lr, seed, tol, progress, tol_window, fix_global, callback)
+        with active.as_current():  # actor handles find their client as the current one
+            return dist._execute(x, n_iter, lr, seed, tol, progress, tol_window, fix_global, callback)
 
 
 def _in_order(parts: list, k: int) -> Any:

@@ -16,8 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from ..inference import AVI, FVI, _AVI_CHUNK_ROWS, _Diverged
+from ..inference import _AVI_CHUNK_ROWS, AVI, FVI, _Diverged
 from ..models.base import LatentVariableModel
+
+
+def _validated(model: LatentVariableModel, x: np.ndarray, start: int) -> np.ndarray:
+    """``model.validate_data`` of one chunk; an error names the chunk's rows (its indices are the chunk's own)."""
+    try:
+        return model.validate_data(x)
+    except ValueError as err:
+        raise ValueError(f"{err} (in the chunk of rows {start}–{start + len(x) - 1} of x)") from None
 
 
 class FVIChunk:
@@ -29,7 +37,7 @@ class FVIChunk:
 
     def __init__(self, model: LatentVariableModel, x: np.ndarray, start: int, lr: float, backend: str) -> None:
         self.model, self.lr, self.backend_resolved = model, lr, backend
-        self.x = model.validate_data(x)
+        self.x = _validated(model, x, start)
         self.index = np.arange(start, start + self.x.shape[0], dtype=np.int64)
         self._init_locals(self.x)
         self.best: tuple[np.ndarray, np.ndarray] | None = None
@@ -101,7 +109,7 @@ class AVIChunk:
         from ..encoders import window_inputs
 
         self.model, self.bound, self.n_glob, self.backend_resolved = model, bound, n_glob, backend
-        self.x = model.validate_data(x)
+        self.x = _validated(model, x, start)
         self.index = np.arange(start, start + self.x.shape[0], dtype=np.int64)
         self.design = bound.design(window_inputs(model.encoder_inputs(self.x), (0,)))
         self.chunk, self.weight_decay = _AVI_CHUNK_ROWS, 0.0  # the client adds the weight decay once
