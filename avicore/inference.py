@@ -40,6 +40,7 @@ from . import _config, backends
 from ._engine_parts import Batches, GlobalNoise, Progress, fixed_global, lr_schedule
 from ._fit_health import FitHealth, lr_text
 from ._validate import as_float_array, check_choice, check_int, check_scalar, check_seed_int
+from ._validate import is_dask_array as _is_dask_array
 from .encoders import BoundEncoder, Encoder, check_window, window_inputs
 from .models.base import LatentVariableModel
 from .optim import Adam, ConvergenceWarning, DivergenceWarning, all_finite
@@ -509,11 +510,6 @@ class _Engine:
 
     def _encoder_params(self) -> np.ndarray | None:
         return None
-
-
-def _is_dask_array(x: object) -> bool:
-    """Whether ``x`` is a dask array (checked without importing dask)."""
-    return type(x).__module__.split(".")[0] == "dask" and hasattr(x, "chunks") and hasattr(x, "dask")
 
 
 def _exact_elbo(model: LatentVariableModel, x: np.ndarray, q: VIResult) -> float | None:

@@ -8,7 +8,9 @@ the executor behind it:
 - :mod:`._cluster`  the client (current, given or embedded), chunk layout and chunk → worker placement;
 - :mod:`._worker`   what each worker keeps: its chunks, F-VI's local parameters and Adam moments (a Dask actor);
 - :mod:`._fit`      the engines whose hooks ship the global state out and bring partial sums back;
-- :mod:`._encode`   an A-VI encoder applied to a dask array chunk by chunk.
+- :mod:`._encode`   an A-VI encoder applied to a dask array chunk by chunk;
+- :mod:`._hmm`      :mod:`avicore.hmm`'s forward-backward / Viterbi and :mod:`avicore.emissions` on dask arrays
+  (chunks of whole sequences; :func:`rechunk_to_sequences`).
 
 How a distributed fit equals the in-process fit: the iteration loop is the engine's own
 (:meth:`avicore.inference._Engine._run`); only the pass over the rows and the local Adam step run on the workers,
@@ -28,5 +30,6 @@ except ImportError as err:  # pragma: no cover - exercised where dask is absent
                       "(or pip install \"dask[distributed]\").") from err
 
 from ._cluster import WorkerLostError
+from ._hmm import rechunk_to_sequences
 
-__all__ = ["WorkerLostError"]
+__all__ = ["WorkerLostError", "rechunk_to_sequences"]
