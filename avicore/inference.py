@@ -384,8 +384,9 @@ class _Engine:
         self._setup(xa, key, np.random.default_rng(init_ss))
         batches = Batches(n_obs, self.batch_size, np.random.default_rng(batch_ss))
         health = FitHealth(n_iter, tol, tol_window, self.method)
-        monitor = health.monitor
         times = np.empty(n_iter)
+        start = self._resume(health, batches, times)  # iterations already done (a distributed fit's checkpoint)
+        monitor = health.monitor
         bar = Progress(self.method, n_iter, bool(progress))
         global_noise = GlobalNoise(key, self.n_samples, d_theta)
         const_local = _HALF_LOG_2PI_E * n_obs * d
@@ -398,11 +399,11 @@ class _Engine:
         # the GPU (avicore/_device_fit.py) and feed the same monitor, bar, times and callback; else the loop below.
         from ._device_fit import device_loop
         device = None if self._remote else device_loop(self, backend)
-        t0 = time.perf_counter()
+        t0 = time.perf_counter() - (times[start - 1] if start else 0.0)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             if device is not None:
                 stop_reason, cause, refused, lr_t = device(n_iter, lr_at, batches, health, bar, times, t0, callback)
-            for t in range(n_iter if device is None else 0):  # -- end of the device-executor hook --
+            for t in range(start, n_iter if device is None else 0):  # -- end of the device-executor hook --
                 rows = batches.next()
                 lr_t = lr_at(t)
                 scale = 1.0 if rows is None else n_obs / rows.size
@@ -457,6 +458,7 @@ class _Engine:
                 if callback is not None and callback(self._state(t + 1, elbo, monitor.running_mean())):
                     stop_reason = "callback"
                     break
+                self._checkpoint(t + 1, health, batches, times)
         seconds = time.perf_counter() - t0
         done = monitor.count
         bar.close(done, monitor.running_mean(), stop_reason)
@@ -507,6 +509,13 @@ class _Engine:
 
     def _log_evidence(self) -> float | None:
         return _log_evidence(self.model, self.x)
+
+    def _resume(self, health: FitHealth, batches: Batches, times: np.ndarray) -> int:
+        """Restore a saved loop state in place; → the iterations it had done (0: start afresh)."""
+        return 0
+
+    def _checkpoint(self, done: int, health: FitHealth, batches: Batches, times: np.ndarray) -> None:
+        """Called after each completed iteration that does not end the loop (distributed fits save here)."""
 
     def _encoder_params(self) -> np.ndarray | None:
         return None

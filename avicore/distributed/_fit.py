@@ -99,6 +99,14 @@ class _Remote:
         self.actors = [self._answer(f, g, -1) for g, f in enumerate(self.actor_futures)]
         del futures
 
+    def _lost(self, group: int, iteration: int) -> WorkerLostError:
+        chunks = self.layout.groups[group]
+        when = "while the chunks were being placed" if iteration < 0 else f"at iteration {iteration}"
+        return WorkerLostError(
+            f"worker {self.layout.workers[group]} was lost {when}; it held {rows_text(chunks, self.layout.offsets)}. "
+            f"The fit stopped (no result without them): rerun it, with checkpoint_dir= to resume from the last "
+            f"checkpoint.", max(iteration, 0), tuple(chunks))
+
     def _answer(self, future: Any, group: int, iteration: int) -> Any:
         """A worker's answer; a lost worker raises :class:`WorkerLostError` naming the iteration and chunks."""
         from distributed.comm.core import CommClosedError
@@ -106,16 +114,18 @@ class _Remote:
         try:
             return future.result()
         except (CommClosedError, OSError, TimeoutError) as err:
-            chunks = self.layout.groups[group]
-            when = "while the chunks were being placed" if iteration < 0 else f"at iteration {iteration}"
-            raise WorkerLostError(
-                f"worker {self.layout.workers[group]} was lost {when}; it held "
-                f"{rows_text(chunks, self.layout.offsets)}. The fit stopped (no result without them): rerun it, "
-                f"with checkpoint_dir= to resume from the last checkpoint.", max(iteration, 0), tuple(chunks)) from err
+            raise self._lost(group, iteration) from err
 
     def _call(self, method: str, per_group: list[tuple], iteration: int) -> list:
         """Call ``method`` on every worker's actor at once; → the answers in group order."""
-        futures = [getattr(a, method)(*args) for a, args in zip(self.actors, per_group)]
+        futures = []
+        for g, (actor, args) in enumerate(zip(self.actors, per_group)):
+            try:
+                futures.append(getattr(actor, method)(*args))
+            except RuntimeError as err:  # the handle already knows its worker is gone
+                if "Worker holding Actor was lost" not in str(err):
+                    raise
+                raise self._lost(g, iteration) from err
         return [self._answer(f, g, iteration) for g, f in enumerate(futures)]
 
     def _pass(self, rows: np.ndarray | None, keep: bool, lr: float | None, theta: np.ndarray, seed: int,
@@ -174,6 +184,13 @@ class _Remote:
             arr = da.concatenate([da.from_delayed(dask.delayed(f), shape=(int(n), 2, d), dtype=np.float64)
                                   for f, n in zip(futures, np.diff(lay.offsets))])
         return arr[:, 0, :], arr[:, 1, :]
+
+    def _resume(self, health, batches, times):
+        return 0 if self.checkpoints is None else self.checkpoints.restore(self, health, batches, times)
+
+    def _checkpoint(self, done, health, batches, times):
+        if self.checkpoints is not None and done % self.checkpoints.every == 0:
+            self.checkpoints.save(self, done, health, batches, times)
 
     # -- hooks the engines fill --------------------------------------------------------------------------------
     def _flush(self) -> None:

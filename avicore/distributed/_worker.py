@@ -12,6 +12,7 @@ the in-process loop's order: record, keep best, update), then runs this iteratio
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -74,27 +75,22 @@ class FVIChunk:
         return self.mean, self.log_scale
 
     def state(self) -> dict[str, Any]:
-        """Everything a checkpoint needs (the pending step is flushed first by the client)."""
-        out = {"mean": self.mean, "log_scale": self.log_scale}
-        for name in ("adam_mean", "adam_log_scale"):
-            adam = getattr(self, name)
-            out.update({f"{name}.m": adam.m, f"{name}.v": adam.v, f"{name}.t": np.int64(adam.t)})
-            if adam.counts is not None:
-                out[f"{name}.counts"] = adam.counts
+        """Everything a checkpoint needs (the client flushes the pending step first)."""
+        from ._checkpoint import adam_state
+
+        out = {"mean": self.mean, "log_scale": self.log_scale, **adam_state(self.adam_mean, "adam_mean"),
+               **adam_state(self.adam_log_scale, "adam_log_scale")}
         if self.best is not None:
             out["best_mean"], out["best_log_scale"] = self.best
         return out
 
     def load(self, state: dict[str, Any]) -> None:
+        from ._checkpoint import set_adam_state
+
         np.copyto(self.mean, state["mean"])
         np.copyto(self.log_scale, state["log_scale"])
-        for name in ("adam_mean", "adam_log_scale"):
-            adam = getattr(self, name)
-            np.copyto(adam.m, state[f"{name}.m"])
-            np.copyto(adam.v, state[f"{name}.v"])
-            adam.t = int(state[f"{name}.t"])
-            counts = state.get(f"{name}.counts")
-            adam.counts = None if counts is None else np.array(counts, dtype=np.int64)
+        set_adam_state(self.adam_mean, "adam_mean", state)
+        set_adam_state(self.adam_log_scale, "adam_log_scale", state)
         self.best = (np.array(state["best_mean"]), np.array(state["best_log_scale"])) if "best_mean" in state else None
         self.pending = None
 
@@ -193,9 +189,17 @@ class ChunkGroup:
         mean, log_sd = self.chunks[local].locals(params)
         return np.stack([mean, log_sd], axis=1)
 
-    def state(self) -> list[dict[str, Any]]:
-        return [c.state() for c in self.chunks]
+    def save(self, paths: list[str]) -> None:
+        """Write each chunk's state to its checkpoint file (``np.savez``; no pickle)."""
+        for c, path in zip(self.chunks, paths):
+            state = c.state()
+            if state:
+                tmp = path + ".tmp.npz"
+                np.savez(tmp, **state)
+                os.replace(tmp, path)
 
-    def load(self, states: list[dict[str, Any]]) -> None:
-        for c, s in zip(self.chunks, states):
-            c.load(s)
+    def load(self, paths: list[str]) -> None:
+        for c, path in zip(self.chunks, paths):
+            if isinstance(c, FVIChunk):
+                with np.load(path, allow_pickle=False) as saved:
+                    c.load(dict(saved))
