@@ -145,10 +145,14 @@ class ChunkGroup:
 
     def __init__(self, kind: str, model: LatentVariableModel, backend: str, starts: list[int],
                  blocks: list[np.ndarray], **options: Any) -> None:
-        from .._config import set_num_threads
+        from .._config import serial_blas, set_num_threads
         from ._cluster import worker_threads
 
         set_num_threads(worker_threads())  # the worker's threads, not every core of the machine
+        # NumPy's BLAS on one thread while this fit's chunks live here, as in an in-process fit (entering
+        # threadpoolctl's limit costs ~1 ms: once per fit, not per iteration); undone when the actor goes.
+        self._blas = serial_blas()
+        self._blas.__enter__()
         if kind == "F-VI":
             self.chunks = [FVIChunk(model, b, s, options["lr"], backend) for s, b in zip(starts, blocks)]
         else:
@@ -158,10 +162,13 @@ class ChunkGroup:
     def step(self, keep_best: bool, lr: float | None, rows: list[np.ndarray | None], theta: np.ndarray, seed: int,
              step: int, scale: float, *params: np.ndarray) -> list:
         """One iteration's pass over every chunk; → the per-chunk partial sums, in chunk order."""
-        from .._config import serial_blas
-
-        with serial_blas(), np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             return [c.step(keep_best, lr, r, theta, seed, step, scale, *params) for c, r in zip(self.chunks, rows)]
+
+    def __del__(self) -> None:
+        blas = getattr(self, "_blas", None)
+        if blas is not None:
+            blas.__exit__(None, None, None)
 
     def flush(self, keep_best: bool, lr: float | None) -> bool:
         return all([c.flush(keep_best, lr) for c in self.chunks]) if isinstance(self.chunks[0], FVIChunk) else True
@@ -173,12 +180,11 @@ class ChunkGroup:
     def estimate(self, local: int, params: np.ndarray | None, global_mean: np.ndarray, global_log_sd: np.ndarray,
                  n_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
         """The final ELBO estimate's sums over one chunk: (log p(θ_s), Σₙ log p(zₙ, xₙ | θ_s), Σ log sₙ)."""
-        from .._config import serial_blas
         from ..diagnostics import sample_log_joint
 
         c = self.chunks[local]
         mean, log_sd = c.locals(params)
-        with serial_blas(), np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             log_prior, log_joint = sample_log_joint(c.model, c.x, mean, log_sd, global_mean, global_log_sd,
                                                     n_samples=n_samples, seed=seed, backend=c.backend_resolved,
                                                     index=c.index)
