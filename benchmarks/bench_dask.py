@@ -12,7 +12,11 @@
    (Dask's own framing adds a few hundred bytes per message), against the chunk's compute time — what a real cluster
    would add is a network round trip per iteration plus these bytes over its links.
 
-Run: ``python benchmarks/bench_dask.py`` (``--quick`` for small sizes). Needs the dask extra
+5. ``--scale``: the width-vs-n experiment's fits at N = 10⁶ (nonlinear model, S = 10; F-VI and A-VI with a
+   two-layer MLP(8) encoder), distributed on the 2-worker cluster and in one process on 2 threads: seconds per
+   iteration, and the projected wall time of the experiment's ladder at N = 10⁶ and 10⁷ (2,000 iterations a fit).
+
+Run: ``python benchmarks/bench_dask.py`` (``--quick`` for small sizes; ``--scale`` adds part 5). Needs the dask extra
 (``pip install -e ".[dask]"``).
 """
 
@@ -96,8 +100,40 @@ def bytes_moved(n_samples: int = 1, global_dim: int = 1, n_chunks: int = 2) -> t
     return len(pickle.dumps(message, protocol=5)), len(pickle.dumps([answer], protocol=5))
 
 
+def scale(client, n_obs: int = 1_000_000, n_iter: int = 8) -> None:
+    """Part 5: seconds per iteration of the width-vs-n fits at N = n_obs, and the ladder's projected wall time."""
+    import dask.array as da
+
+    from avicore.encoders import MLP
+    from avicore.models import NonlinearHierarchical
+
+    model = NonlinearHierarchical()
+    x = model.simulate(n_obs, seed=0).x
+    dx = da.from_array(x, chunks=(-(-n_obs // 2), 1))
+    avicore.set_num_threads(2)
+    engines = {"F-VI": avicore.FVI(model, n_samples=10, elbo_samples=2),
+               "A-VI MLP(8)": avicore.AVI(model, MLP(8, depth=2), n_samples=10, elbo_samples=2)}
+    print(f"\n## 5. width-vs-n fits at N = {n_obs:,} (S = 10): seconds per iteration")
+    print("| fit | 2 workers x 1 thread | 1 process, 2 threads |")
+    print("|---|---|---|")
+    per_iter = {}
+    for label, engine in engines.items():
+        dist = per_iteration(engine.fit(dx, n_iter=n_iter, lr=1e-3, seed=0, client=client))
+        local = per_iteration(engine.fit(x, n_iter=n_iter, lr=1e-3, seed=0))
+        per_iter[label] = min(dist, local)
+        print(f"| {label} | {format_seconds(dist)} | {format_seconds(local)} |")
+    # The ladder stopping at width 8 (as at N = 10^3-10^4): F-VI + MLP(1, 2, 4, 8), 2,000 iterations each, per
+    # seed; MLP(1-4) cost about MLP(8) or less, so 4 x MLP(8) bounds them. 2 seeds share the 2 cores.
+    seed_seconds = 2_000 * (per_iter["F-VI"] + 4 * per_iter["A-VI MLP(8)"])
+    for n in (n_obs, 10 * n_obs):
+        factor = n / n_obs
+        print(f"projected width-vs-n at N = {n:,}: ~{seed_seconds * factor / 3600:.1f} h per seed on the 2 cores "
+              f"(2 seeds: ~{2 * seed_seconds * factor / 3600:.1f} h), F-VI + MLP(1, 2, 4, 8) x 2,000 iterations")
+
+
 def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--scale", action="store_true", help="part 5: the width-vs-n fits at N = 10^6")
     args = parser.parse_args()
     warnings.simplefilter("ignore", ConvergenceWarning)  # short timing fits: their convergence is not the point
     from distributed import Client, LocalCluster
@@ -126,6 +162,8 @@ def main() -> None:
               f"chunk compute ≈ {per_row * 1e9:.1f} ns per row on one worker thread "
               f"({format_seconds(per_row * big / 2)} for a chunk of {big // 2:,} rows)")
         print(f"(overhead part took {time.perf_counter() - t0:.0f} s)")
+        if args.scale:
+            scale(client)
     finally:
         client.close()
         cluster.close()
