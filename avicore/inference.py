@@ -253,7 +253,8 @@ class FitState:
     global_mean, global_log_sd : ndarray of shape (global_dim,)
         q(θ) after the update.
     local_mean, local_log_sd : ndarray of shape (n_obs, latent_dim) or None
-        F-VI's locals after the update (read-only views, valid during the call); None for A-VI.
+        F-VI's locals after the update (read-only views, valid during the call); None for A-VI and for a
+        distributed fit (its locals stay on the Dask workers).
     encoder_params : ndarray or None
         A-VI's φ after the update (a copy); None for F-VI.
     encode : callable or None

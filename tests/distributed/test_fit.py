@@ -132,3 +132,24 @@ def test_import_error_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)
     with pytest.raises(ImportError, match=r"install the 'dask' extra, pip install -e \"\.\[dask\]\""):
         import avicore.distributed  # noqa: F401
+
+
+@pytest.mark.parametrize("batch_size", [None, 100])
+def test_a_diverging_fit_stops_where_the_in_process_fit_stops(dask_client, batch_size):
+    # The workers apply each local Adam step at the start of the next call: a divergence must still end the fit at
+    # the same iteration, with the same best state, as in one process.
+    from avicore.optim import DivergenceWarning
+
+    model = NonlinearHierarchical()
+    x = model.simulate(600, seed=1).x
+    fvi = avicore.FVI(model, n_samples=2, backend="cython", batch_size=batch_size, elbo_samples=20)
+    with pytest.warns(DivergenceWarning) as local_warning:
+        local = fvi.fit(x, n_iter=200, lr=5.0, seed=3)
+    with pytest.warns(DivergenceWarning) as dist_warning:
+        dist = fvi.fit(da.from_array(x, chunks=(150, 1)), n_iter=200, lr=5.0, seed=3, client=dask_client)
+    assert dist.stop_reason == local.stop_reason == "diverged"
+    assert (dist.n_iter, dist.state_iteration) == (local.n_iter, local.state_iteration)
+    assert str(dist_warning[0].message) == str(local_warning[0].message)
+    assert_allclose(dist.trace, local.trace, **tol())
+    assert_allclose(dask_client.compute(dist.local_mean).result(), local.local_mean, **tol())
+    assert_allclose(dist.global_mean, local.global_mean, **tol())
