@@ -235,6 +235,9 @@ class VIResult:
         """
         from ._result_io import save_result
 
+        if _is_dask_array(self.x) or _is_dask_array(self.local_mean):
+            raise TypeError("save needs a result held in memory; got a distributed fit's result (x and the local "
+                            "parameters are dask arrays): store those with Dask (e.g. dask.array.to_zarr).")
         save_result(self, path)
 
 

@@ -153,3 +153,20 @@ def test_a_diverging_fit_stops_where_the_in_process_fit_stops(dask_client, batch
     assert_allclose(dist.trace, local.trace, **tol())
     assert_allclose(dask_client.compute(dist.local_mean).result(), local.local_mean, **tol())
     assert_allclose(dist.global_mean, local.global_mean, **tol())
+
+
+def test_amortization_gap_of_distributed_fits_equals_in_process(data, dask_client, tmp_path):
+    model, x, dx = data
+    fvi = avicore.FVI(model, n_samples=3, backend="cython", elbo_samples=20)
+    avi = avicore.AVI(model, Polynomial(1), n_samples=3, backend="cython", elbo_samples=20)
+    local = [fvi.fit(x, n_iter=30, lr=0.05, seed=2), avi.fit(x, n_iter=30, lr=0.05, seed=2)]
+    dist = [fvi.fit(dx, n_iter=30, lr=0.05, seed=2, client=dask_client),
+            avi.fit(dx, n_iter=30, lr=0.05, seed=2, client=dask_client)]
+    with dask_client.as_current(), pytest.warns(avicore.optim.ConvergenceWarning):  # 30 iterations: unconverged
+        gap = avicore.amortization_gap(*dist, n_samples=50)
+    with pytest.warns(avicore.optim.ConvergenceWarning):
+        ref = avicore.amortization_gap(*local, n_samples=50)
+    assert_allclose([gap.gap, gap.se, gap.elbo_fvi.elbo, gap.elbo_avi.elbo],
+                    [ref.gap, ref.se, ref.elbo_fvi.elbo, ref.elbo_avi.elbo], **tol())
+    with pytest.raises(TypeError, match="save needs a result held in memory; got a distributed fit's result"):
+        dist[0].save(tmp_path / "fit.npz")
