@@ -71,6 +71,10 @@ def test_encode_dask_array_chunk_by_chunk(data, dask_client):
         x, n_iter=20, lr=0.05, seed=0)
     mean, sd = res.encode(dx)
     assert isinstance(mean, da.Array) and mean.chunks[0] == dx.chunks[0]
+    windowed = avicore.AVI(model, Polynomial(1), window=(0, 1), n_samples=2, elbo_samples=20).fit(
+        x, n_iter=5, lr=0.05, seed=0)
+    with pytest.raises(ValueError, match=r"x_new may be a dask array only for an encoder with window \(0,\)"):
+        windowed.encode(dx)
     ref_mean, ref_sd = res.encode(x)
     assert_allclose(dask_client.compute(mean).result(), ref_mean, **tol())
     assert_allclose(dask_client.compute(sd).result(), ref_sd, **tol())
