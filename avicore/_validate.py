@@ -21,6 +21,11 @@ def _describe(x: object) -> str:
     return f"{type(x).__name__} {x!r}" if np.ndim(x) == 0 else f"{type(x).__name__}"
 
 
+def is_dask_array(x: object) -> bool:
+    """Whether ``x`` is a dask array (checked without importing dask): such input goes to avicore.distributed."""
+    return type(x).__module__.split(".")[0] == "dask" and hasattr(x, "chunks") and hasattr(x, "dask")
+
+
 def check_float_dtype(dtype: object, name: str = "dtype") -> np.dtype:
     """Return ``np.dtype(dtype)`` if it is float64 or float32, else raise ``ValueError``."""
     try:

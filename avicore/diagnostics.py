@@ -83,7 +83,7 @@ class AmortizationGap:
 
 def _q_arrays(q: Any, model: LatentVariableModel, n_obs: int) -> tuple[np.ndarray, ...]:
     """(local_mean, local_log_sd, global_mean, global_log_sd) of a fit result or any object with the four fields."""
-    from ._validate import as_float_array
+    from ._validate import as_float_array, is_dask_array
 
     out = []
     for name, shape in (("local_mean", (n_obs, model.latent_dim)), ("local_sd", (n_obs, model.latent_dim)),
@@ -92,6 +92,10 @@ def _q_arrays(q: Any, model: LatentVariableModel, n_obs: int) -> tuple[np.ndarra
             raise TypeError(f"q must have the attributes local_mean, local_sd, global_mean and global_sd (a "
                             f"VIResult or an FVIOptimum); got {type(q).__name__} without {name!r}.")
         log_name = name.replace("_sd", "_log_sd")  # VIResult keeps the exact log-scales
+        value = getattr(q, log_name if name.endswith("_sd") and hasattr(q, log_name) else name)
+        if name.startswith("local") and is_dask_array(value):  # a distributed fit's locals stay where they are
+            out.append(value if name == "local_mean" or hasattr(q, log_name) else np.log(value))
+            continue
         if name.endswith("_sd") and getattr(q, log_name, None) is not None:
             arr = np.asarray(getattr(q, log_name), dtype=np.float64).reshape(shape)
         else:
@@ -118,25 +122,52 @@ def sample_values(model: LatentVariableModel, x: np.ndarray, local_mean: np.ndar
 
     Returns ``(values (n_samples,), entropy)`` where ``values[s]`` = log p(θ_s) + Σₙ log p(zₙ⁽ˢ⁾, xₙ | θ_s) + entropy.
     """
+    from ._validate import is_dask_array
+
+    if is_dask_array(x):  # a distributed fit's data: chunk by chunk on the Dask workers
+        from .distributed._estimate import sample_values_dask
+
+        return sample_values_dask(model, x, local_mean, local_log_sd, global_mean, global_log_sd,
+                                  n_samples=n_samples, seed=seed, backend=backend)
+    n_obs, d = local_mean.shape
+    log_prior, log_joint = sample_log_joint(model, x, local_mean, local_log_sd, global_mean, global_log_sd,
+                                            n_samples=n_samples, seed=seed, backend=backend,
+                                            index=np.arange(n_obs, dtype=np.int64))
+    entropy = estimate_entropy(float(np.sum(local_log_sd)), n_obs * d, global_log_sd)
+    return log_prior + log_joint + entropy, entropy
+
+
+def estimate_entropy(sum_local_log_sd: float, n_local: int, global_log_sd: np.ndarray) -> float:
+    """H[q] of a Gaussian mean-field q from Σ log sₙ over its ``n_local`` local coordinates and q(θ)'s log sd
+    (coordinates with log σ = -inf are point masses: no entropy)."""
+    spread = np.isfinite(global_log_sd)
+    return (sum_local_log_sd + float(np.sum(global_log_sd[spread]))
+            + _HALF_LOG_2PI_E * (n_local + int(spread.sum())))
+
+
+def sample_log_joint(model: LatentVariableModel, x: np.ndarray, local_mean: np.ndarray, local_log_sd: np.ndarray,
+                     global_mean: np.ndarray, global_log_sd: np.ndarray, *, n_samples: int, seed: int, backend: str,
+                     index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(log p(θ_s), Σ over the rows ``index`` of log p(zₙ⁽ˢ⁾, xₙ | θ_s)) for the estimate's samples, each (n_samples,).
+
+    ``x`` and the local parameters hold the rows ``index`` of the data set (all of them, or one chunk of a
+    distributed fit): the noise is keyed by the rows' indices, so chunk sums add up to the whole data set's.
+    """
     from .kernels._counter_normal import global_normals
 
-    n_obs, d = local_mean.shape
-    spread = np.isfinite(global_log_sd)  # coordinates of θ with log σ = -inf are point masses: no entropy
-    entropy = (float(np.sum(local_log_sd)) + float(np.sum(global_log_sd[spread]))
-               + _HALF_LOG_2PI_E * (n_obs * d + int(spread.sum())))
     d_theta = model.global_dim
-    index = np.arange(n_obs, dtype=np.int64)
     sd_theta = np.exp(global_log_sd)
-    values = np.empty(n_samples)
+    log_prior = np.empty(n_samples)
+    log_joint = np.empty(n_samples)
     for block, s0 in enumerate(range(0, n_samples, BLOCK)):
         sb = min(BLOCK, n_samples - s0)
         step = ESTIMATE_STEP0 + block
         theta = np.ascontiguousarray(global_mean + sd_theta * global_normals(seed, step, sb, d_theta))
-        log_prior, _ = model.log_prior_global(theta)
+        log_prior[s0:s0 + sb] = model.log_prior_global(theta)[0]
         terms = model.local_terms(x, local_mean, local_log_sd, theta, seed=seed, step=step, index=index,
                                   backend=backend)
-        values[s0:s0 + sb] = log_prior + terms.log_joint + entropy
-    return values, entropy
+        log_joint[s0:s0 + sb] = terms.log_joint
+    return log_prior, log_joint
 
 
 def _summarise(values: np.ndarray, entropy: float) -> ELBOEstimate:
@@ -197,6 +228,19 @@ def elbo_estimate(model: LatentVariableModel, x: object, q: Any, *, n_samples: i
     with np.errstate(over="ignore", invalid="ignore"):
         values, entropy = sample_values(model, xa, *arrays, n_samples=n_samples, seed=key, backend=resolved)
     return _summarise(values, entropy)
+
+
+def _same_data(a: Any, b: Any) -> bool:
+    """Whether two fits saw the same x (dask arrays: the same array, or equal values computed where they live)."""
+    from ._validate import is_dask_array
+
+    if is_dask_array(a) or is_dask_array(b):
+        if getattr(a, "name", None) is not None and getattr(a, "name", None) == getattr(b, "name", None):
+            return True
+        import dask.array as da
+
+        return bool((da.asarray(a) == da.asarray(b)).all().compute())
+    return bool(np.array_equal(a, b))
 
 
 def _check_comparable(*results: Any) -> None:
@@ -274,7 +318,7 @@ def amortization_gap(fvi_result: Any, avi_result: Any, *, n_samples: int = 1000,
     if fvi_result.model is not avi_result.model and repr(fvi_result.model) != repr(avi_result.model):
         raise ValueError(f"fvi_result and avi_result must be fits of the same model; got {fvi_result.model!r} and "
                          f"{avi_result.model!r}.")
-    if fvi_result.x.shape != avi_result.x.shape or not np.array_equal(fvi_result.x, avi_result.x):
+    if fvi_result.x.shape != avi_result.x.shape or not _same_data(fvi_result.x, avi_result.x):
         raise ValueError(f"fvi_result and avi_result must be fits to the same data; got x of shapes "
                          f"{fvi_result.x.shape} and {avi_result.x.shape}"
                          f"{'' if fvi_result.x.shape != avi_result.x.shape else ' with different values'}.")

@@ -109,6 +109,10 @@ def gaussian_diag_log_lik(X: Any, means: Any, variances: Any) -> Any:
     >>> gaussian_diag_log_lik(np.array([[0.0]]), means=[[0.0]], variances=[[1.0]]).round(6)
     array([[-0.918939]])
     """
+    if _validate.is_dask_array(X):  # chunk by chunk on a Dask cluster (avicore.distributed)
+        from .distributed._hmm import emission_dask
+
+        return emission_dask(gaussian_diag_log_lik, X, means, variances)
     if _device.is_device_array(X):
         from .kernels import _emissions_cuda
 
@@ -171,6 +175,10 @@ def gaussian_full_log_lik(X: Any, means: Any, covariances: Any) -> Any:
     >>> gaussian_full_log_lik(np.zeros((1, 2)), means=np.zeros((1, 2)), covariances=[np.eye(2)]).round(6)
     array([[-1.837877]])
     """
+    if _validate.is_dask_array(X):  # chunk by chunk on a Dask cluster (avicore.distributed)
+        from .distributed._hmm import emission_dask
+
+        return emission_dask(gaussian_full_log_lik, X, means, covariances)
     from scipy.linalg import solve_triangular
 
     if _device.is_device_array(X):
@@ -220,6 +228,10 @@ def categorical_log_lik(symbols: Any, log_emissionprob: Any) -> Any:
     array([[0.1, 0.7],
            [0.9, 0.3]])
     """
+    if _validate.is_dask_array(symbols):  # chunk by chunk on a Dask cluster (avicore.distributed)
+        from .distributed._hmm import emission_dask
+
+        return emission_dask(categorical_log_lik, symbols, log_emissionprob)
     log_b = _validate.check_log_prob_rows(_device.host_param(log_emissionprob, "log_emissionprob"),
                                           "log_emissionprob")
     if _device.is_device_array(symbols):
@@ -283,6 +295,10 @@ def poisson_log_lik(X: Any, rates: Any) -> Any:
     >>> float(poisson_log_lik([[0]], rates=[[2.0]])[0, 0]) == -2.0
     True
     """
+    if _validate.is_dask_array(X):  # chunk by chunk on a Dask cluster (avicore.distributed)
+        from .distributed._hmm import emission_dask
+
+        return emission_dask(poisson_log_lik, X, rates)
     from scipy.special import gammaln
 
     if _device.is_device_array(X):

@@ -194,6 +194,10 @@ def forward_backward(log_lik: Any, log_transmat: Any, log_startprob: Any, length
     >>> round(float(res.transition_counts.sum()), 12)
     2.0
     """
+    if _validate.is_dask_array(log_lik):  # chunks of whole sequences on a Dask cluster (avicore.distributed)
+        from .distributed._hmm import forward_backward_dask
+
+        return forward_backward_dask(log_lik, log_transmat, log_startprob, lengths, backend)
     if _device.is_device_array(log_lik):
         from .kernels._hmm_cuda import forward_backward_device
 
@@ -254,6 +258,10 @@ def viterbi(log_lik: Any, log_transmat: Any, log_startprob: Any, lengths: Any = 
     >>> states
     array([0, 1, 0])
     """
+    if _validate.is_dask_array(log_lik):
+        from .distributed._hmm import viterbi_dask
+
+        return viterbi_dask(log_lik, log_transmat, log_startprob, lengths, backend)
     if _device.is_device_array(log_lik):
         from .kernels._hmm_cuda import viterbi_device
 

@@ -40,6 +40,7 @@ from . import _config, backends
 from ._engine_parts import Batches, GlobalNoise, Progress, fixed_global, lr_schedule
 from ._fit_health import FitHealth, lr_text
 from ._validate import as_float_array, check_choice, check_int, check_scalar, check_seed_int
+from ._validate import is_dask_array as _is_dask_array
 from .encoders import BoundEncoder, Encoder, check_window, window_inputs
 from .models.base import LatentVariableModel
 from .optim import Adam, ConvergenceWarning, DivergenceWarning, all_finite
@@ -180,12 +181,13 @@ class VIResult:
 
         Parameters
         ----------
-        x_new : array-like of shape (n_new, obs_dim)
-            New observations (one sequence when the window reaches neighbours).
+        x_new : array-like or dask.array of shape (n_new, obs_dim)
+            New observations (one sequence when the window reaches neighbours). A dask array (window ``(0,)``) is
+            encoded chunk by chunk where its chunks live, and the result is two dask arrays.
 
         Returns
         -------
-        mean, sd : ndarray of shape (n_new, latent_dim)
+        mean, sd : ndarray (or dask.array) of shape (n_new, latent_dim)
             The encoder's q(zₙ) for each new row.
 
         Raises
@@ -208,6 +210,10 @@ class VIResult:
         if self.method != "A-VI" or self._bound is None:
             raise TypeError(f"encode needs an A-VI result; got method={self.method!r}. F-VI has no inference "
                             f"function: fit new locals with FVI(model).fit(x_new, ..., fix_global=result).")
+        if _is_dask_array(x_new):  # chunk by chunk on the Dask workers (window (0,) only)
+            from .distributed._encode import encode_dask
+
+            return encode_dask(self.model, self._bound, self.encoder_params, self.window, x_new)
         xa = self.model.validate_data(x_new, "x_new")
         mean, log_scale = _encode_all(self._bound, self.encoder_params, self._design(xa))
         return mean, np.exp(log_scale)
@@ -229,6 +235,9 @@ class VIResult:
         """
         from ._result_io import save_result
 
+        if _is_dask_array(self.x) or _is_dask_array(self.local_mean):
+            raise TypeError("save needs a result held in memory; got a distributed fit's result (x and the local "
+                            "parameters are dask arrays): store those with Dask (e.g. dask.array.to_zarr).")
         save_result(self, path)
 
 
@@ -247,7 +256,8 @@ class FitState:
     global_mean, global_log_sd : ndarray of shape (global_dim,)
         q(θ) after the update.
     local_mean, local_log_sd : ndarray of shape (n_obs, latent_dim) or None
-        F-VI's locals after the update (read-only views, valid during the call); None for A-VI.
+        F-VI's locals after the update (read-only views, valid during the call); None for A-VI and for a
+        distributed fit (its locals stay on the Dask workers).
     encoder_params : ndarray or None
         A-VI's φ after the update (a copy); None for F-VI.
     encode : callable or None
@@ -307,7 +317,13 @@ class _Engine:
         backends.resolve(backend, supported=model.supported_backends)  # unknown or unavailable: fail now
         self.backend = backend
 
+    #: True for the distributed executor's engines (avicore.distributed): the device executor is not used.
+    _remote = False
+
     # -- hooks implemented by FVI / AVI -----------------------------------------------------------------------
+    def _validate_x(self, x: object) -> np.ndarray:
+        return self.model.validate_data(x)
+
     def _setup(self, x: np.ndarray, seed: int, rng: np.random.Generator) -> None:
         raise NotImplementedError
 
@@ -317,7 +333,20 @@ class _Engine:
 
     # -- the loop ----------------------------------------------------------------------------------------------
     def _fit(self, x: object, n_iter: int, lr: float, seed: object, tol: float | None, progress: bool,
-             tol_window: int, fix_global: Any, callback: Callable[[FitState], Any] | None) -> VIResult:
+             tol_window: int, fix_global: Any, callback: Callable[[FitState], Any] | None,
+             client: Any = None, **distributed: Any) -> VIResult:
+        if _is_dask_array(x):  # -- distributed executor (issue 15): the same loop, chunks on Dask workers --
+            from .distributed._fit import fit_distributed
+
+            return fit_distributed(self, x, client, n_iter, lr, seed, tol, progress, tol_window, fix_global, callback,
+                                   **distributed)
+        if client is not None or any(v is not None for v in distributed.values()):
+            raise TypeError(f"client, checkpoint_dir and checkpoint_every need x as a dask.array; got x of type "
+                            f"{type(x).__name__}.")
+        return self._execute(x, n_iter, lr, seed, tol, progress, tol_window, fix_global, callback)
+
+    def _execute(self, x: object, n_iter: int, lr: float, seed: object, tol: float | None, progress: bool,
+                 tol_window: int, fix_global: Any, callback: Callable[[FitState], Any] | None) -> VIResult:
         configuration = set(vars(self))
         try:
             with _config.serial_blas():  # the cores belong to avicore's parallel kernels during a fit
@@ -329,7 +358,7 @@ class _Engine:
     def _run(self, x: object, n_iter: int, lr: float, seed: object, tol: float | None, progress: bool,
              tol_window: int, fix_global: Any, callback: Callable[[FitState], Any] | None) -> VIResult:
         model = self.model
-        xa = model.validate_data(x)
+        xa = self._validate_x(x)
         n_iter = check_int(n_iter, "n_iter", minimum=1)
         lr_at = lr_schedule(lr)
         if tol is not None:
@@ -359,8 +388,9 @@ class _Engine:
         self._setup(xa, key, np.random.default_rng(init_ss))
         batches = Batches(n_obs, self.batch_size, np.random.default_rng(batch_ss))
         health = FitHealth(n_iter, tol, tol_window, self.method)
-        monitor = health.monitor
         times = np.empty(n_iter)
+        start = self._resume(health, batches, times)  # iterations already done (a distributed fit's checkpoint)
+        monitor = health.monitor
         bar = Progress(self.method, n_iter, bool(progress))
         global_noise = GlobalNoise(key, self.n_samples, d_theta)
         const_local = _HALF_LOG_2PI_E * n_obs * d
@@ -372,12 +402,12 @@ class _Engine:
         # -- device executor (issue 14): with backend "cuda" and a model/encoder it supports, the iterations run on
         # the GPU (avicore/_device_fit.py) and feed the same monitor, bar, times and callback; else the loop below.
         from ._device_fit import device_loop
-        device = device_loop(self, backend)
-        t0 = time.perf_counter()
+        device = None if self._remote else device_loop(self, backend)
+        t0 = time.perf_counter() - (times[start - 1] if start else 0.0)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             if device is not None:
                 stop_reason, cause, refused, lr_t = device(n_iter, lr_at, batches, health, bar, times, t0, callback)
-            for t in range(n_iter if device is None else 0):  # -- end of the device-executor hook --
+            for t in range(start, n_iter if device is None else 0):  # -- end of the device-executor hook --
                 rows = batches.next()
                 lr_t = lr_at(t)
                 scale = 1.0 if rows is None else n_obs / rows.size
@@ -432,6 +462,7 @@ class _Engine:
                 if callback is not None and callback(self._state(t + 1, elbo, monitor.running_mean())):
                     stop_reason = "callback"
                     break
+                self._checkpoint(t + 1, health, batches, times)
         seconds = time.perf_counter() - t0
         done = monitor.count
         bar.close(done, monitor.running_mean(), stop_reason)
@@ -453,16 +484,14 @@ class _Engine:
                             seconds)
 
     def _result(self, trace, trace_seconds, done, converged, stop_reason, state_iteration, seconds) -> VIResult:
-        from .diagnostics import _summarise, sample_values
+        from .diagnostics import _summarise
 
         model, d_theta = self.model, self.model.global_dim
         local_mean, local_log_sd = self._locals()
         global_mean = self.glob[:d_theta].copy()
         global_log_sd = self.glob[d_theta:].copy()
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-            values, entropy = sample_values(model, self.x, local_mean, local_log_sd, global_mean, global_log_sd,
-                                            n_samples=self.elbo_samples, seed=self.key,
-                                            backend=self.backend_resolved)
+            values, entropy = self._final_values(local_mean, local_log_sd, global_mean, global_log_sd)
             est = _summarise(values, entropy)
             local_sd, global_sd = np.exp(local_log_sd), np.exp(global_log_sd)
         return VIResult(
@@ -472,9 +501,26 @@ class _Engine:
             state_iteration=state_iteration, seconds=seconds, method=self.method, encoder_params=self._encoder_params(),
             encoder=getattr(self, "encoder", None), window=getattr(self, "window", (0,)), n_samples=self.n_samples,
             elbo_samples=self.elbo_samples, seed=self.key, backend=self.backend_resolved,
-            log_evidence=_log_evidence(model, self.x), model=model, x=self.x, _bound=getattr(self, "bound", None))
+            log_evidence=self._log_evidence(), model=model, x=self.x, _bound=getattr(self, "bound", None))
 
     # -- defaults of the hooks ---------------------------------------------------------------------------------
+    def _final_values(self, local_mean, local_log_sd, global_mean, global_log_sd) -> tuple[np.ndarray, float]:
+        """The final ELBO estimate's per-sample values and entropy (:func:`avicore.diagnostics.sample_values`)."""
+        from .diagnostics import sample_values
+
+        return sample_values(self.model, self.x, local_mean, local_log_sd, global_mean, global_log_sd,
+                             n_samples=self.elbo_samples, seed=self.key, backend=self.backend_resolved)
+
+    def _log_evidence(self) -> float | None:
+        return _log_evidence(self.model, self.x)
+
+    def _resume(self, health: FitHealth, batches: Batches, times: np.ndarray) -> int:
+        """Restore a saved loop state in place; → the iterations it had done (0: start afresh)."""
+        return 0
+
+    def _checkpoint(self, done: int, health: FitHealth, batches: Batches, times: np.ndarray) -> None:
+        """Called after each completed iteration that does not end the loop (distributed fits save here)."""
+
     def _encoder_params(self) -> np.ndarray | None:
         return None
 
@@ -557,7 +603,8 @@ class FVI(_Engine):
 
     def fit(self, x: object, *, n_iter: int, lr: float | Callable[[int], float], seed: int | np.random.Generator | None,
             tol: float | None = None, progress: bool = False, tol_window: int = 100, fix_global: Any = None,
-            callback: Callable[[FitState], Any] | None = None) -> VIResult:
+            callback: Callable[[FitState], Any] | None = None, client: Any = None,
+            checkpoint_dir: str | os.PathLike[str] | None = None, checkpoint_every: int | None = None) -> VIResult:
         """Fit q to the observations ``x`` by Adam on the reparameterisation gradient of the ELBO.
 
         Parameters
@@ -584,11 +631,18 @@ class FVI(_Engine):
             with ``global_q="point"`` only the mean is used).
         callback : callable, optional
             Called after every iteration with a :class:`FitState`; returning True stops the fit.
+        client : distributed.Client, optional
+            Only with ``x`` a ``dask.array`` (chunked along the rows): the Dask cluster that runs the fit (default
+            the current client; with none, a ``LocalCluster`` of worker processes started and closed for this
+            fit). See :mod:`avicore.distributed` (``pip install -e ".[dask]"``).
+        checkpoint_dir, checkpoint_every : optional
+            Distributed fits only: write the whole fit state to ``checkpoint_dir`` every ``checkpoint_every``
+            iterations, and resume from the checkpoint found there (the resumed fit equals an uninterrupted one).
 
         Returns
         -------
         VIResult
-            The fitted approximation (method "F-VI").
+            The fitted approximation (method "F-VI"; for a dask ``x`` its local parameters are dask arrays).
 
         Raises
         ------
@@ -609,16 +663,13 @@ class FVI(_Engine):
             When the fit ends (``"n_iter"`` or ``"callback"``) while the ELBO still moves by more than its noise
             over the last half of the trace (``converged=False``); the message gives the change per iteration.
         """
-        return self._fit(x, n_iter, lr, seed, tol, progress, tol_window, fix_global, callback)
+        return self._fit(x, n_iter, lr, seed, tol, progress, tol_window, fix_global, callback, client,
+                         checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)
 
     def _setup(self, x, seed, rng):
-        model, n_obs, d = self.model, x.shape[0], self.model.latent_dim
-        mean, log_sd = model.init_local(x)
-        self.mean = as_float_array(mean, "init_local mean", shape=(n_obs, d)).copy()
-        self.log_scale = as_float_array(log_sd, "init_local log sd", shape=(n_obs, d)).copy()
+        model = self.model
+        self._init_locals(x)
         self.adam_global = Adam(self.glob.shape, lr=self.lr, maximize=True)
-        self.adam_mean = Adam(self.mean.shape, lr=self.lr, maximize=True)
-        self.adam_log_scale = Adam(self.mean.shape, lr=self.lr, maximize=True)
         # The best state seen (allocated once, written when the ELBO estimate sets a new best).
         self.best = (np.empty_like(self.glob), np.empty_like(self.mean), np.empty_like(self.log_scale))
         # -- issue 19 hook: a model may update the locals itself (GaussianProcess: the mean-field fixed point) --
@@ -626,18 +677,26 @@ class FVI(_Engine):
         self.local_solver = None if hook is None or self.batch_size is not None else hook(
             x, backend=self.backend_resolved, global_q=self.global_q, fixed_global=self.fixed_global)
 
+    def _init_locals(self, x):
+        """q(zₙ)'s starting parameters (``model.init_local``) and their Adam states."""
+        n_obs, d = x.shape[0], self.model.latent_dim
+        mean, log_sd = self.model.init_local(x)
+        self.mean = as_float_array(mean, "init_local mean", shape=(n_obs, d)).copy()
+        self.log_scale = as_float_array(log_sd, "init_local log sd", shape=(n_obs, d)).copy()
+        self.adam_mean = Adam(self.mean.shape, lr=self.lr, maximize=True)
+        self.adam_log_scale = Adam(self.mean.shape, lr=self.lr, maximize=True)
+
     def _local_pass(self, rows, theta, seed, step, scale):
         if rows is None:
             xb, mb, lsb, idx = self.x, self.mean, self.log_scale, self.index
         else:
-            xb, mb, lsb, idx = self.x[rows], self.mean[rows], self.log_scale[rows], rows
+            xb, mb, lsb, idx = self.x[rows], self.mean[rows], self.log_scale[rows], self.index[rows]
         terms = self.model.local_terms(xb, mb, lsb, theta, seed=seed, step=step, index=idx,
                                        backend=self.backend_resolved)
         return terms.log_joint, terms.grad_global, float(np.sum(lsb)), (terms.grad_mean, terms.grad_log_scale)
 
     def _apply(self, g_glob, grads, rows, lr):
-        g_mean, g_log_scale = grads
-        self.adam_global.lr = self.adam_mean.lr = self.adam_log_scale.lr = lr
+        self.adam_global.lr = lr
         solver = self.local_solver if rows is None else None
         old_glob = self.glob.copy() if solver is not None else None  # the solver steps at the θ of this pass
         self.adam_global.step(self.glob, g_glob, out=self.glob)
@@ -646,6 +705,12 @@ class FVI(_Engine):
             self.mean[...] = new_mean
             self.log_scale[...] = new_ls
             return all_finite(new_mean, new_ls)
+        return self._step_locals(grads, rows, lr)
+
+    def _step_locals(self, grads, rows, lr):
+        """Adam on the locals (dense, or lazy on the batch's rows); → whether the step was finite."""
+        g_mean, g_log_scale = grads
+        self.adam_mean.lr = self.adam_log_scale.lr = lr
         if rows is None:
             self.adam_mean.step(self.mean, g_mean, out=self.mean)
             self.adam_log_scale.step(self.log_scale, g_log_scale, out=self.log_scale, offset=1.0)
@@ -751,7 +816,8 @@ class AVI(_Engine):
 
     def fit(self, x: object, *, n_iter: int, lr: float | Callable[[int], float], seed: int | np.random.Generator | None,
             tol: float | None = None, progress: bool = False, tol_window: int = 100, fix_global: Any = None,
-            callback: Callable[[FitState], Any] | None = None) -> VIResult:
+            callback: Callable[[FitState], Any] | None = None, client: Any = None,
+            checkpoint_dir: str | os.PathLike[str] | None = None, checkpoint_every: int | None = None) -> VIResult:
         """Fit the encoder and q(θ) to the observations ``x``; parameters as :meth:`FVI.fit`.
 
         Returns
@@ -759,7 +825,8 @@ class AVI(_Engine):
         VIResult
             Method "A-VI", with ``encoder_params`` and :meth:`VIResult.encode` for new observations.
         """
-        return self._fit(x, n_iter, lr, seed, tol, progress, tol_window, fix_global, callback)
+        return self._fit(x, n_iter, lr, seed, tol, progress, tol_window, fix_global, callback, client,
+                         checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)
 
     def _setup(self, x, seed, rng):
         u = window_inputs(self.model.encoder_inputs(x), self.window)
@@ -789,8 +856,7 @@ class AVI(_Engine):
 
     def _local_pass(self, rows, theta, seed, step, scale):
         phi = self.params[self.n_glob:]
-        idx_all = self.index if rows is None else rows
-        n_rows = idx_all.size
+        n_rows = self.index.size if rows is None else rows.size
         log_joint = np.zeros(theta.shape[0])
         grad_global = np.zeros(theta.shape)
         sum_log_scale = 0.0
@@ -799,10 +865,10 @@ class AVI(_Engine):
         for r0 in range(0, n_rows, self.chunk):
             r1 = min(n_rows, r0 + self.chunk)
             if rows is None and r0 == 0 and r1 == n_rows:
-                idx, design, xb = idx_all, self.design, self.x
-            else:
-                idx = idx_all[r0:r1]
-                design, xb = self.design[idx], self.x[idx]
+                idx, design, xb = self.index, self.design, self.x
+            else:  # rows index this engine's arrays; self.index maps them to rows of the data set
+                sel = slice(r0, r1) if rows is None else rows[r0:r1]
+                idx, design, xb = self.index[sel], self.design[sel], self.x[sel]
             mean, log_scale, cache = self.bound.forward(phi, design, keep=True)
             if not all_finite(mean, log_scale):
                 raise _Diverged

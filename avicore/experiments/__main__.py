@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=positive_int, default=None,
                         help="seeds run at once in separate processes (default: one per CPU thread avicore uses, "
                              "AVICORE_NUM_THREADS; 1 keeps everything in this process with progress bars)")
+    parser.add_argument("--dask", default=None, metavar="ADDRESS|local",
+                        help="run the seeds as tasks on a Dask cluster: a scheduler address, or 'local' for a "
+                             "LocalCluster of --jobs worker processes (needs the dask extra; same results as --jobs)")
     args, extra = parser.parse_known_args(argv)
     if args.help:
         parser.print_help()
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         args.jobs = get_num_threads()
     try:  # every option and the output folder are checked here, before any folder or worker exists
         plan = prepare(args.name, quick=args.quick, seeds=args.seeds, out=args.out,
-                       config_overrides=overrides or None, jobs=args.jobs, overwrite=args.overwrite)
+                       config_overrides=overrides or None, jobs=args.jobs, overwrite=args.overwrite, dask=args.dask)
     except (ValueError, TypeError) as exc:
         parser.error(str(exc))
     try:

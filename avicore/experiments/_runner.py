@@ -123,10 +123,12 @@ class Plan:
     resumed: list
     jobs: int
     overwrite: bool
+    dask: str | None = None
 
 
 def prepare(name: str, *, quick: bool = False, seeds: int | None = None, out: str | Path | None = None,
-            config_overrides: dict | None = None, jobs: int = 1, overwrite: bool = False) -> Plan:
+            config_overrides: dict | None = None, jobs: int = 1, overwrite: bool = False,
+            dask: str | None = None) -> Plan:
     """Check every option of a run and its output folder, creating nothing; raise ``ValueError`` on any problem.
 
     The folder ``out`` may be new, empty of results, or hold a ``results.json`` of the *same* experiment and
@@ -149,6 +151,13 @@ def prepare(name: str, *, quick: bool = False, seeds: int | None = None, out: st
     n_seeds = _validate.check_int(seeds if seeds is not None else config.get("seeds", 1), "seeds", minimum=1)
     config["seeds"] = n_seeds
     n_jobs = _validate.check_int(jobs, "jobs", minimum=1)
+    if dask is not None:
+        if not isinstance(dask, str) or not dask.strip():
+            raise ValueError(f"dask must be a scheduler address or 'local'; got {dask!r}.")
+        try:
+            import avicore.distributed  # noqa: F401
+        except ImportError as exc:
+            raise ValueError(f"dask={dask!r} needs Dask: {exc}") from None
     if hasattr(module, "check_config"):
         module.check_config(config)  # the experiment's own option checks, before any worker starts
     out_dir = Path(out) if out is not None else Path("experiments-out") / (name + ("-quick" if quick else ""))
@@ -172,7 +181,7 @@ def prepare(name: str, *, quick: bool = False, seeds: int | None = None, out: st
         if what is None and not overwrite:
             resumed = [s for s in previous.get("seeds", []) if s.get("seed", n_seeds) < n_seeds]
     return Plan(experiment=experiment, module=module, quick=quick, config=config, out_dir=out_dir, resumed=resumed,
-                jobs=n_jobs, overwrite=overwrite)
+                jobs=n_jobs, overwrite=overwrite, dask=dask)
 
 
 def _describe_previous(previous: dict, name: str, config: dict) -> str | None:
@@ -218,7 +227,7 @@ def _check_writable(out_dir: Path) -> None:
 
 def run(name: str, *, quick: bool = False, seeds: int | None = None, out: str | Path | None = None,
         progress: bool = True, figures: bool = True, config_overrides: dict | None = None,
-        jobs: int = 1, log: Callable[[str], None] = print, overwrite: bool = False) -> dict:
+        jobs: int = 1, log: Callable[[str], None] = print, overwrite: bool = False, dask: str | None = None) -> dict:
     """Run experiment ``name`` for ``seeds`` seeds and write ``results.json`` (and figures) to ``out``.
 
     Parameters
@@ -246,6 +255,10 @@ def run(name: str, *, quick: bool = False, seeds: int | None = None, out: str | 
     overwrite : bool
         When ``out`` holds results (another experiment's or configuration's, or this one's), move that folder aside
         (to ``<out>.replaced-<time>``) and start afresh, instead of refusing or resuming.
+    dask : str, optional
+        Run the seeds as tasks on a Dask cluster: a scheduler address, or ``"local"`` for a ``LocalCluster`` of
+        ``jobs`` worker processes (1 thread each) started for the run (:mod:`avicore.distributed`; needs the
+        ``dask`` extra). The results equal those of ``jobs`` processes.
 
     Returns
     -------
@@ -259,7 +272,7 @@ def run(name: str, *, quick: bool = False, seeds: int | None = None, out: str | 
         On any invalid option or output folder — before any folder is created or any worker starts.
     """
     return execute(prepare(name, quick=quick, seeds=seeds, out=out, config_overrides=config_overrides, jobs=jobs,
-                           overwrite=overwrite), progress=progress, figures=figures, log=log)
+                           overwrite=overwrite, dask=dask), progress=progress, figures=figures, log=log)
 
 
 def execute(plan: Plan, *, progress: bool = True, figures: bool = True,
@@ -288,7 +301,11 @@ def execute(plan: Plan, *, progress: bool = True, figures: bool = True,
 
     t0 = time.perf_counter()
     try:
-        if n_jobs == 1:
+        if plan.dask is not None and todo:
+            from ..distributed._experiments import run_seeds
+
+            run_seeds(plan.experiment.module, config, todo, plan.dask, plan.jobs, keep, lambda m: log(f"[{name}] {m}"))
+        elif n_jobs == 1:
             for seed in todo:
                 log(f"[{name}] seed {seed + 1}/{n_seeds}")
                 keep(_run_one(plan.experiment.module, config, seed, progress))
