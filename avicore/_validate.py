@@ -8,6 +8,7 @@ right dtype and shape and never need to check bounds. Messages follow the house 
 from __future__ import annotations
 
 import numbers
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -203,6 +204,26 @@ def check_log_stochastic_matrix(m: object, name: str, *, size: int | None = None
     if arr.size == 0:
         raise ValueError(f"{name} must hold at least one state; got shape {arr.shape}.")
     return _check_log_probs(arr, name, _input_eps(m), atol, vector=False)
+
+
+def _physical_memory() -> int:
+    """Bytes of physical memory (0 when the platform does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
+def check_allocation(n_bytes: int, name: str, what: str) -> None:
+    """Refuse, before allocating, an allocation larger than this machine's physical memory.
+
+    ``ValueError`` naming the argument and the size, instead of a ``MemoryError`` half-way through a call (or
+    an allocation that swaps the machine to a halt).
+    """
+    limit = _physical_memory()
+    if limit and n_bytes > limit:
+        raise ValueError(f"{name} must fit in memory; got {what}, which needs {n_bytes / 2**30:.3g} GiB of "
+                         f"{limit / 2**30:.3g} GiB physical memory.")
 
 
 def check_int(value: object, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
