@@ -238,6 +238,13 @@ def check_int(value: object, name: str, *, minimum: int | None = None, maximum: 
     return v
 
 
+def check_count(value: object, name: str, bytes_each: int, what: str = "items") -> int:
+    """A count >= 1 whose ``bytes_each``-byte items fit in memory (:func:`check_allocation`)."""
+    n = check_int(value, name, minimum=1)
+    check_allocation(n * bytes_each, name, f"{name}={n} {what}")
+    return n
+
+
 def check_bool(value: object, name: str) -> bool:
     """A bool (Python or NumPy)."""
     if not isinstance(value, (bool, np.bool_)):
