@@ -184,8 +184,8 @@ def test_dense_step_refuses_a_huge_input_before_running():
 
 
 @pytest.mark.parametrize(("rows", "grad_rows", "exc", "match"), [
-    (np.array([-1]), 1, ValueError, r"rows must lie in \[0, 3\) \(the optimizer's n_rows\); got -1\."),  # heap
-    # corruption before
+    # rows=[-1] corrupted the heap before
+    (np.array([-1]), 1, ValueError, r"rows must lie in \[0, 3\) \(the optimizer's n_rows\); got -1\."),
     (np.array([3]), 1, ValueError, r"rows must lie in \[0, 3\) \(the optimizer's n_rows\); got 3\."),
     (np.array([1, 1]), 2, ValueError, r"rows must be distinct; got 1 more than once\."),
     (np.array([0.0]), 1, TypeError,
