@@ -102,6 +102,23 @@ def _extensions() -> list[Extension]:
     ]
 
 
+def _write_ziggurat_header() -> None:
+    """Generate src_cython/_ziggurat.h from the one copy of the tables, avicore/kernels/_ziggurat_tables.py (loaded
+    by path: importing avicore is not needed to build it). Rewritten only when its text changes, so an unchanged
+    header does not trigger a rebuild."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_avicore_ziggurat_tables",
+                                                  ROOT / "avicore" / "kernels" / "_ziggurat_tables.py")
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    header = SRC / "_ziggurat.h"
+    text = tables.c_header()
+    if not header.exists() or header.read_text() != text:
+        header.write_text(text)
+
+
+_write_ziggurat_header()
 debug = _flag("AVICORE_CYTHON_DEBUG")
 directives = {
     "language_level": 3,

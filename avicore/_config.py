@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import warnings
+from collections.abc import Iterator
+from typing import Any
 
 # fastmath without "nnan"/"ninf": log-space code relies on -inf and NaN checks.
 FASTMATH_FLAGS = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
@@ -120,7 +123,8 @@ def apply_numba_threads(n_threads: int | None = None) -> int:
     return n
 
 
-def serial_blas() -> contextlib.AbstractContextManager:
+@contextlib.contextmanager
+def serial_blas() -> Iterator[None]:
     """A context in which NumPy's BLAS runs on one thread (threadpoolctl), for the duration of a fit.
 
     avicore's own kernels already spread each iteration over the cores (OpenMP / Numba). OpenBLAS's worker threads
@@ -131,10 +135,37 @@ def serial_blas() -> contextlib.AbstractContextManager:
     threadpoolctl only limits libraries already loaded, and SciPy ships its own OpenBLAS: it is loaded here first
     (the GP model's triangular products and Cholesky factorisations run on it; loaded lazily during the first fit
     it ran multi-threaded, 40x slower per iteration).
+
+    Threads: the BLAS thread limit is process-wide, so the context is counted: the first of overlapping contexts
+    (two fits in two threads) sets the limit and the last to leave restores the original. (threadpoolctl's own
+    context, nested across threads, let the first fit to finish lift the limit under the other and the last one
+    leave BLAS on one thread for good.)
     """
+    global _blas_depth, _blas_limiter
+    with _blas_lock:
+        if _blas_depth == 0:
+            _blas_limiter = _limit_blas()
+        _blas_depth += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_depth -= 1
+            if _blas_depth == 0 and _blas_limiter is not None:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
+
+
+_blas_lock = threading.Lock()
+_blas_depth = 0
+_blas_limiter: Any = None
+
+
+def _limit_blas() -> Any:
+    """threadpoolctl's limiter holding BLAS at one thread (None without threadpoolctl)."""
     try:
         import scipy.linalg  # noqa: F401  (loads SciPy's BLAS/LAPACK so the limit covers it)
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - threadpoolctl is a dependency; stay usable without it
-        return contextlib.nullcontext()
+        return None
     return threadpool_limits(limits=1, user_api="blas")

@@ -77,7 +77,8 @@ class FitHealth:
     """
 
     def __init__(self, n_iter: int, tol: float | None, window: int, method: str) -> None:
-        self.monitor = ConvergenceMonitor(n_iter, tol, window)
+        # a window longer than the fit would never fill: the same test, clamped (running means are unchanged)
+        self.monitor = ConvergenceMonitor(n_iter, tol, min(window, n_iter))
         self.method = method
         self.best_value = -math.inf
         self.best_index = -1

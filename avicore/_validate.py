@@ -8,6 +8,7 @@ right dtype and shape and never need to check bounds. Messages follow the house 
 from __future__ import annotations
 
 import numbers
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -210,6 +211,26 @@ def check_log_stochastic_matrix(m: object, name: str, *, size: int | None = None
     return _check_log_probs(arr, name, _input_eps(m), atol, vector=False)
 
 
+def _physical_memory() -> int:
+    """Bytes of physical memory (0 when the platform does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
+def check_allocation(n_bytes: int, name: str, what: str) -> None:
+    """Refuse, before allocating, an allocation larger than this machine's physical memory.
+
+    ``ValueError`` naming the argument and the size, instead of a ``MemoryError`` half-way through a call (or
+    an allocation that swaps the machine to a halt).
+    """
+    limit = _physical_memory()
+    if limit and n_bytes > limit:
+        raise ValueError(f"{name} must fit in memory; got {what}, which needs {n_bytes / 2**30:.3g} GiB of "
+                         f"{limit / 2**30:.3g} GiB physical memory.")
+
+
 def check_int(value: object, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
     """An integer (not bool) within ``[minimum, maximum]``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -220,6 +241,13 @@ def check_int(value: object, name: str, *, minimum: int | None = None, maximum: 
     if maximum is not None and v > maximum:
         raise ValueError(f"{name} must be <= {maximum}; got {v}.")
     return v
+
+
+def check_count(value: object, name: str, bytes_each: int, what: str = "items") -> int:
+    """A count >= 1 whose ``bytes_each``-byte items fit in memory (:func:`check_allocation`)."""
+    n = check_int(value, name, minimum=1)
+    check_allocation(n * bytes_each, name, f"{name}={n} {what}")
+    return n
 
 
 def check_bool(value: object, name: str) -> bool:

@@ -176,6 +176,9 @@ def load_idx(path: str | os.PathLike[str], labels_path: str | os.PathLike[str] |
     if images.ndim != 3:
         raise ValueError(f"path {os.fspath(path)!r} must hold images of shape (n_images, height, width); got shape "
                          f"{images.shape}.")
+    if images.size == 0:
+        raise ValueError(f"path {os.fspath(path)!r} must hold at least one image of at least one pixel; got shape "
+                         f"{images.shape}.")
     if n_images is not None:
         n_images = _validate.check_int(n_images, "n_images", minimum=1, maximum=images.shape[0])
         images = images[:n_images]
@@ -183,7 +186,8 @@ def load_idx(path: str | os.PathLike[str], labels_path: str | os.PathLike[str] |
         x = images.astype(np.float64) / float(np.iinfo(images.dtype).max)
         x = np.clip(x, 0.0, 1.0)
     else:
-        x = images.astype(np.float64)
+        with np.errstate(invalid="ignore"):  # a signalling NaN in the file: refused just below
+            x = images.astype(np.float64)
         if not np.all(np.isfinite(x)) or x.min() < 0.0 or x.max() > 1.0:
             raise ValueError(f"path {os.fspath(path)!r} holds float pixels, which must lie in [0, 1]; got range "
                              f"[{x.min()}, {x.max()}].")

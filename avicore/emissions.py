@@ -27,6 +27,7 @@ from . import _device, _validate
 __all__ = ["categorical_log_lik", "gaussian_diag_log_lik", "gaussian_full_log_lik", "poisson_log_lik"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
+_TINY = float(np.finfo(np.float64).tiny)
 
 
 def _check_x(X: Any, name: str = "X") -> np.ndarray:
@@ -35,9 +36,13 @@ def _check_x(X: Any, name: str = "X") -> np.ndarray:
         x = x[:, None]
     if x.ndim != 2:
         raise ValueError(f"{name} must be 1- or 2-dimensional (n_samples, n_features); got shape {x.shape}.")
-    if x.shape[0] < 1:
-        raise ValueError(f"{name} must hold at least one sample; got shape {x.shape}.")
+    if x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"{name} must hold at least one sample and one feature; got shape {x.shape}.")
     return x
+
+
+def _is_bool(X: Any) -> bool:
+    return getattr(X, "dtype", None) == np.bool_ or (not hasattr(X, "dtype") and np.asarray(X).dtype == np.bool_)
 
 
 def _check_device_x(X: Any, name: str = "X", **value_checks: Any) -> Any:
@@ -46,8 +51,8 @@ def _check_device_x(X: Any, name: str = "X", **value_checks: Any) -> Any:
     x = _validate.check_device_array(X, name, ndims=(1, 2), **value_checks)
     if len(x.shape) == 1:
         x = x.reshape(x.shape[0], 1)
-    if x.shape[0] < 1:
-        raise ValueError(f"{name} must hold at least one sample; got shape {tuple(x.shape)}.")
+    if x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"{name} must hold at least one sample and one feature; got shape {tuple(x.shape)}.")
     return x
 
 
@@ -70,6 +75,9 @@ def _diag_params(means: Any, variances: Any, n_features: int) -> tuple[np.ndarra
         raise ValueError(f"variances must have shape {mu.shape} (like means); got {var.shape}.")
     if (var <= 0).any():
         raise ValueError(f"variances must be > 0; got min {float(var.min())!r}.")
+    if (var < _TINY).any():  # a subnormal variance: 1/var overflows and 0·inf would give NaN
+        raise ValueError(f"variances must be >= {_TINY!r} (the smallest normal float64; 1/variance must not "
+                         f"overflow); got min {float(var.min())!r}.")
     const = -0.5 * (n_features * _LOG_2PI + np.log(var).sum(axis=1))
     return mu, 0.5 * (1.0 / var), const
 
@@ -84,7 +92,7 @@ def gaussian_diag_log_lik(X: Any, means: Any, variances: Any) -> Any:
     means : array-like of shape (n_states, n_features)
         Per-state means.
     variances : array-like of shape (n_states, n_features)
-        Per-state variances (> 0).
+        Per-state variances (at least the smallest normal float64, ~2.2e-308: below it 1/variance overflows).
 
     Returns
     -------
@@ -94,7 +102,7 @@ def gaussian_diag_log_lik(X: Any, means: Any, variances: Any) -> Any:
     Raises
     ------
     ValueError
-        On shape mismatches, non-finite values or non-positive variances.
+        On shape mismatches, no features, non-finite values or variances below the smallest normal float64.
 
     Notes
     -----
@@ -287,6 +295,8 @@ def poisson_log_lik(X: Any, rates: Any) -> Any:
     ------
     ValueError
         On negative or non-integral counts, non-positive rates or shape mismatches.
+    TypeError
+        On boolean or non-numeric counts.
 
     Examples
     --------
@@ -307,6 +317,8 @@ def poisson_log_lik(X: Any, rates: Any) -> Any:
         x = _check_device_x(X, low=0.0, integral=True, what="hold non-negative integer counts")
         lam = _poisson_rates(rates, x.shape[1])
         return _emissions_cuda.poisson(x, np.log(lam), lam.sum(axis=1))
+    if _is_bool(X):
+        raise TypeError("X must hold integer counts; got dtype bool.")
     x = _check_x(X)
     if (x < 0).any() or (x != np.round(x)).any():
         raise ValueError("X must hold non-negative integer counts; got negative or fractional values.")

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validate import as_float_array, check_bool, check_choice, check_int, check_random_state
+from ._validate import as_float_array, check_allocation, check_bool, check_choice, check_int, check_random_state
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "softplus")
 HEADS = ("shared", "separate")
@@ -60,8 +60,8 @@ def window_inputs(x: np.ndarray, window: Sequence[int] = (0,), offsets: np.ndarr
 
     Parameters
     ----------
-    x : ndarray of shape (n_obs, n_features)
-        Per-observation inputs (float64).
+    x : array-like of shape (n_obs, n_features)
+        Per-observation inputs (finite reals).
     window : sequence of int
         Distinct offsets k; row n sees x_{n+k} for each k, in the order given.
     offsets : ndarray of shape (n_sequences + 1,), int64, optional
@@ -84,6 +84,7 @@ def window_inputs(x: np.ndarray, window: Sequence[int] = (0,), offsets: np.ndarr
            [3., 0., 0.]])
     """
     offs = check_window(window)
+    x = as_float_array(x, "x", ndim=2)
     n, f = x.shape
     if offsets is None:
         offsets = np.array([0, n], dtype=np.int64)
@@ -133,8 +134,15 @@ class Affine:
         scale = np.ones(f)
         k = f - keep
         if k > 0 and u.shape[0] > 0:
-            shift[:k] = u[:, :k].mean(axis=0)
-            sd = u[:, :k].std(axis=0)
+            cols = u[:, :k]
+            with np.errstate(over="ignore", invalid="ignore"):
+                shift[:k] = cols.mean(axis=0)
+                sd = cols.std(axis=0)
+            if not (np.isfinite(shift[:k]).all() and np.isfinite(sd).all()):  # |u| near the float64 limit:
+                big = np.abs(cols).max(axis=0)  # the same moments of u / max|u|, scaled back
+                big[big == 0] = 1.0
+                shift[:k] = (cols / big).mean(axis=0) * big
+                sd = (cols / big).std(axis=0) * big
             scale[:k] = np.where(sd > 1e-12 * np.maximum(1.0, np.abs(shift[:k])), sd, 1.0)
         return cls(shift=shift, scale=scale)
 
@@ -317,10 +325,18 @@ class _BoundPolynomial(BoundEncoder):
     def __init__(self, degree: int, u: np.ndarray, latent_dim: int, n_masks: int, whiten: bool = False) -> None:
         self.n_inputs, self.latent_dim, self.n_masks = u.shape[1], latent_dim, n_masks
         n_values = u.shape[1] - n_masks
+        n_terms = math.comb(n_values + degree, degree) - 1
+        check_allocation(8 * n_terms * (u.shape[0] + 64), "degree",
+                         f"degree={degree} with {n_values} inputs ({n_terms} monomials per row)")
         self.terms = [c for deg in range(1, degree + 1)
                       for c in itertools.combinations_with_replacement(range(n_values), deg)]
         self.inputs_map = Affine.fit(u, keep=n_masks)
-        self.monomial_map = Affine.fit(self._monomials(self.inputs_map(u)), keep=n_masks)
+        with np.errstate(over="ignore", invalid="ignore"):
+            monomials = self._monomials(self.inputs_map(u))
+        if not np.isfinite(monomials).all():
+            raise ValueError(f"degree must keep the monomials of the standardised inputs finite; got degree={degree}, "
+                             "whose powers overflow float64. Lower the degree.")
+        self.monomial_map = Affine.fit(monomials, keep=n_masks)
         self.whiten_map = None
         if whiten:
             cols = self.monomial_map(self._monomials(self.inputs_map(u)))[:, :len(self.terms)]
@@ -454,6 +470,9 @@ class _BoundMLP(BoundEncoder):
         self.spec, self.n_inputs, self.latent_dim = spec, u.shape[1], latent_dim
         self.inputs_map = Affine.fit(u, keep=n_masks)
         n_towers, n_out = (1, 2 * latent_dim) if spec.heads == "shared" else (2, latent_dim)
+        w, d = spec.width, spec.depth  # parameters, Adam's two moments and the gradient: 32 bytes a parameter
+        n_params = n_towers * ((u.shape[1] + 1) * w + (d - 1) * (w + 1) * w + (w + 1) * n_out)
+        check_allocation(32 * n_params, "width", f"width={w}, depth={d} ({n_params} parameters)")
         sizes = [u.shape[1]] + [spec.width] * spec.depth + [n_out]
         # layers[t] = list of (w_start, w_stop, b_stop, fan_in, fan_out) slices into the flat vector.
         self.towers: list[list[tuple[int, int, int, int, int]]] = []

@@ -334,12 +334,12 @@ def sample_posterior(log_lik: Any, log_transmat: Any, log_startprob: Any, length
         from .kernels._hmm_cuda import sample_posterior_device
 
         ll, lt, ls, offsets = _check_device_inputs(log_lik, log_transmat, log_startprob, lengths, backend)
-        n = _validate.check_int(n_samples, "n_samples", minimum=1)
+        n = _validate.check_count(n_samples, "n_samples", 8 * ll.shape[0] * ll.shape[1], "paths")
         samples, impossible = sample_posterior_device(ll, lt, ls, offsets, n, _validate.check_seed_int(seed))
         _warn_impossible(impossible, "its sampled states are -1")
         return samples
     ll, lt, ls, offsets = _check_inputs(log_lik, log_transmat, log_startprob, lengths)
-    n = _validate.check_int(n_samples, "n_samples", minimum=1)
+    n = _validate.check_count(n_samples, "n_samples", 8 * ll.size, f"paths of {ll.shape[0]} steps")
     seed_int = _validate.check_seed_int(seed)
     name = resolve(backend, size=ll.size * n, supported=_kernels.SUPPORTED_BACKENDS)
     samples = _kernels.SAMPLE_POSTERIOR[name](ll, lt, ls, offsets, n, seed_int)

@@ -39,7 +39,7 @@ import numpy as np
 from . import _config, backends
 from ._engine_parts import Batches, GlobalNoise, Progress, fixed_global, lr_schedule
 from ._fit_health import FitHealth, lr_text
-from ._validate import as_float_array, check_choice, check_int, check_scalar, check_seed_int
+from ._validate import as_float_array, check_allocation, check_choice, check_int, check_scalar, check_seed_int
 from ._validate import is_dask_array as _is_dask_array
 from .encoders import BoundEncoder, Encoder, check_window, window_inputs
 from .models.base import LatentVariableModel
@@ -369,6 +369,12 @@ class _Engine:
         key = check_seed_int(seed)
         n_obs, d, d_theta = xa.shape[0], model.latent_dim, model.global_dim
         batch = n_obs if self.batch_size is None else min(self.batch_size, n_obs)
+        # refuse sizes that cannot fit before allocating anything (each draw holds a latent and its gradients)
+        check_allocation(32 * batch * self.n_samples * (d + d_theta + 1), "n_samples",
+                         f"n_samples={self.n_samples} draws for each of {batch} rows")
+        check_allocation(8 * self.elbo_samples * (d_theta + 2), "elbo_samples",
+                         f"elbo_samples={self.elbo_samples} (the final estimate keeps one value per draw)")
+        check_allocation(24 * n_iter, "n_iter", f"n_iter={n_iter} (the record of per-iteration estimates)")
         backend = backends.resolve(self.backend, size=batch * self.n_samples, supported=model.supported_backends)
         self.x, self.key, self.backend_resolved, self.n_obs = xa, key, backend, n_obs
         self.index = np.arange(n_obs, dtype=np.int64)

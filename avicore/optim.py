@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _config
-from ._validate import check_int, check_scalar
+from ._validate import _describe, as_float_array, check_allocation, check_int, check_scalar
 
 
 class DivergenceWarning(RuntimeWarning):
@@ -103,6 +103,44 @@ def _compiled():
         return None
 
 
+def _check_shape(shape: object) -> tuple[int, ...]:
+    """The optimizer's shape: an int or a tuple of non-negative ints whose arrays fit in memory."""
+    dims = (shape,) if not isinstance(shape, tuple) else shape
+    dims = tuple(check_int(n, "shape", minimum=0) for n in dims)
+    check_allocation(16 * math.prod(dims), "shape", f"{dims} (two float64 moment arrays)")
+    return dims
+
+
+def _check_out(out: object, shape: tuple[int, ...], name: str = "out") -> None:
+    """An array the kernel writes into: float64, writeable, C-contiguous, of the optimizer's shape."""
+    if not isinstance(out, np.ndarray) or out.dtype != np.float64:
+        raise TypeError(f"{name} must be a float64 numpy.ndarray (it is written in place); got {_describe(out)}.")
+    if out.shape != shape:
+        raise ValueError(f"{name} must have the optimizer's shape {shape}; got {out.shape}.")
+    if not (out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError(f"{name} must be a writeable C-contiguous array (it is written in place); got a "
+                         f"{'read-only' if not out.flags.writeable else 'non-contiguous'} one.")
+
+
+def _check_rows(rows: object, n_rows: int) -> np.ndarray:
+    """Distinct int64 row indices in [0, n_rows)."""
+    raw = np.asarray(rows)
+    if raw.dtype == np.bool_ or not np.issubdtype(raw.dtype, np.integer):
+        raise TypeError(f"rows must be an array of integer indices; got {_describe(raw)}.")
+    if raw.ndim != 1:
+        raise ValueError(f"rows must be 1-dimensional; got shape {raw.shape}.")
+    idx = np.ascontiguousarray(raw, dtype=np.int64)
+    if idx.size:
+        srt = np.sort(idx)
+        if srt[0] < 0 or srt[-1] >= n_rows:
+            bad = int(srt[0] if srt[0] < 0 else srt[-1])
+            raise ValueError(f"rows must lie in [0, {n_rows}) (the optimizer's n_rows); got {bad}.")
+        if idx.size > 1 and not (srt[1:] != srt[:-1]).all():
+            dup = int(srt[1:][srt[1:] == srt[:-1]][0])
+            raise ValueError(f"rows must be distinct; got {dup} more than once.")
+    return idx
+
+
 class Adam:
     """Adam state for one parameter array (any shape), updated by fused passes.
 
@@ -152,12 +190,24 @@ class Adam:
                 raise ValueError(f"{name} must be < 1; got {b}.")
         self.eps = check_scalar(eps, "eps", positive=True)
         self.sign = 1.0 if maximize else -1.0
-        self.m = np.zeros(shape)
-        self.v = np.zeros(shape)
+        self.shape = _check_shape(shape)
+        self.m = np.zeros(self.shape)
+        self.v = np.zeros(self.shape)
         self.t = 0
         self.counts: np.ndarray | None = None
         self.finite = True
         self._cy = _compiled()
+
+    @staticmethod
+    def _operand(x: object, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """``x`` as a C-contiguous float64 array of ``shape`` (no copy when it already is one)."""
+        if type(x) is np.ndarray and x.dtype == np.float64 and x.flags.c_contiguous:
+            arr = x
+        else:
+            arr = as_float_array(x, name, finite=False)
+        if arr.shape != shape:
+            raise ValueError(f"{name} must have shape {shape}; got {arr.shape}.")
+        return arr
 
     def step(self, params: np.ndarray, grad: np.ndarray, *, out: np.ndarray | None = None, scale: float = 1.0,
              offset: float = 0.0) -> np.ndarray:
@@ -165,17 +215,31 @@ class Adam:
 
         Parameters
         ----------
-        params, grad : ndarray of the optimizer's shape, float64, C-contiguous
-            Current parameters and the gradient (of ``scale``·objective + ``offset``·Σ params).
+        params, grad : array-like of the optimizer's shape
+            Current parameters and the gradient (of ``scale``·objective + ``offset``·Σ params); real numbers
+            (converted to C-contiguous float64 when they are not already).
         out : ndarray, optional
-            Where to write the new parameters (default: a new array). ``params`` is left unchanged unless ``out``
-            is ``params``.
+            Where to write the new parameters (default: a new array): a writeable C-contiguous float64 array of
+            the optimizer's shape. ``params`` is left unchanged unless ``out`` is ``params``.
         scale, offset : float
             The gradient used is ``scale * grad + offset``.
+
+        Raises
+        ------
+        TypeError
+            If an array is not real-valued numeric, or ``out`` is not a float64 ndarray.
+        ValueError
+            If a shape differs from the optimizer's, or ``out`` is not writeable and C-contiguous.
         """
-        self.t += 1
+        params = self._operand(params, "params", self.shape)
+        grad = self._operand(grad, "grad", self.shape)
+        scale = check_scalar(scale, "scale")
+        offset = check_scalar(offset, "offset")
         if out is None:
             out = np.empty_like(params)
+        else:
+            _check_out(out, self.shape)
+        self.t += 1
         step = self.sign * self.lr / (1.0 - self.beta1 ** self.t)
         sqrt_bc2 = math.sqrt(1.0 - self.beta2 ** self.t)
         if self._cy is not None:
@@ -204,13 +268,28 @@ class Adam:
             All rows (updated in place where listed).
         grad : ndarray of shape (len(rows), k)
             The gradient of each listed row.
-        rows : ndarray of int64
-            Distinct row indices.
+        rows : array-like of int
+            Distinct row indices in ``[0, n_rows)``.
         scale, offset : float
             The gradient used is ``scale * grad + offset``.
+
+        Raises
+        ------
+        TypeError
+            If ``params`` is not a float64 ndarray, ``grad`` is not real-valued or ``rows`` is not integer.
+        ValueError
+            If the optimizer is not 2-D, a shape does not match, ``params`` is not writeable and C-contiguous, or
+            ``rows`` holds an index out of range or a repeated one.
         """
+        if len(self.shape) != 2:
+            raise ValueError(f"step_rows needs a 2-D optimizer (n_rows, k); this one has shape {self.shape}.")
+        _check_out(params, self.shape, "params")
+        rows = _check_rows(rows, self.shape[0])
+        grad = self._operand(grad, "grad", (rows.shape[0], self.shape[1]))
+        scale = check_scalar(scale, "scale")
+        offset = check_scalar(offset, "offset")
         if self.counts is None:
-            self.counts = np.zeros(params.shape[0], dtype=np.int64)
+            self.counts = np.zeros(self.shape[0], dtype=np.int64)
         self.counts[rows] += 1
         if self._cy is not None:
             bad = self._cy.cy_adam_rows(params, grad, self.m, self.v, rows, self.counts, self.sign * self.lr,
@@ -242,12 +321,19 @@ def exponential_decay(start: float, stop: float, n_steps: int) -> Callable[[int]
     start, stop : float
         First and last learning rates (> 0).
     n_steps : int
-        Number of steps of the decay (>= 1); later steps keep ``stop``.
+        Number of steps of the decay (>= 1): step 0 runs at ``start``, step n_steps − 1 and every later step at
+        ``stop`` (so with ``n_steps=1`` every step runs at ``stop``).
 
     Returns
     -------
     callable
-        ``schedule(step) -> float``.
+        ``schedule(step) -> float`` for integer ``step >= 0``.
+
+    Raises
+    ------
+    ValueError
+        If a rate is not > 0, ``stop > start`` (a rising schedule is not a decay), ``n_steps < 1``, or the schedule
+        is called with a negative step.
 
     Examples
     --------
@@ -258,11 +344,15 @@ def exponential_decay(start: float, stop: float, n_steps: int) -> Callable[[int]
     """
     start = check_scalar(start, "start", positive=True)
     stop = check_scalar(stop, "stop", positive=True)
+    if stop > start:
+        raise ValueError(f"stop must be <= start={start} (a decay falls); got {stop}.")
     n_steps = check_int(n_steps, "n_steps", minimum=1)
     rate = math.log(stop / start) / max(1, n_steps - 1)
+    last = n_steps - 1
 
     def schedule(step: int) -> float:
-        return start * math.exp(rate * min(step, n_steps - 1))
+        step = check_int(step, "step", minimum=0)
+        return stop if step >= last else start * math.exp(rate * step)
 
     return schedule
 
@@ -279,7 +369,7 @@ class ConvergenceMonitor:
         :meth:`trend` of the record is not significant. ``None``: :meth:`record` never reports convergence (the
         engines test :meth:`trend` at the end of the fit instead).
     window : int
-        Iterations per running-mean window (>= 1). The test needs 2·window recorded values.
+        Iterations per running-mean window (1 <= window <= n_iter). The test needs 2·window recorded values.
 
     Examples
     --------
@@ -292,14 +382,23 @@ class ConvergenceMonitor:
     def __init__(self, n_iter: int, tol: float | None = None, window: int = 100) -> None:
         self.n_iter = check_int(n_iter, "n_iter", minimum=1)
         self.tol = None if tol is None else check_scalar(tol, "tol", positive=True)
-        self.window = check_int(window, "window", minimum=1)
+        self.window = check_int(window, "window", minimum=1, maximum=self.n_iter)
         self._values = np.empty(self.n_iter)
         self._csum = np.zeros(self.n_iter + 1)
         self.count = 0
 
     def record(self, value: float) -> bool:
-        """Append one value; True when the convergence test passes."""
+        """Append one value; True when the convergence test passes.
+
+        Raises
+        ------
+        ValueError
+            If ``n_iter`` values were recorded already (the record is full).
+        """
         i = self.count
+        if i == self.n_iter:
+            raise ValueError(f"record: the monitor holds n_iter={self.n_iter} values already; create it with a "
+                             "larger n_iter.")
         self._values[i] = value
         self._csum[i + 1] = self._csum[i] + value
         self.count = i + 1

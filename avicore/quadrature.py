@@ -46,6 +46,10 @@ class ExpectedLogLik:
     grad_var: np.ndarray
 
 
+#: Largest |y| and |mean| the kernels accept (var: its square): their squares stay far from float64's limit.
+_MAX_ABS = 1e150
+
+
 def gauss_hermite(n_points: int = 20) -> tuple[np.ndarray, np.ndarray]:
     """Probabilists' Gauss–Hermite rule for the standard normal: E[h(x)] ≈ Σᵢ wᵢ h(xᵢ).
 
@@ -150,6 +154,13 @@ def expected_log_lik(likelihood: object, y: object, mean: object, var: object, *
     if (var_arr < 0).any():
         i = int(np.argmax(var_arr < 0))
         raise ValueError(f"var must be >= 0 (variances); got {float(var_arr[i])!r} at index {i}.")
+    # the kernels square residuals and standard deviations: beyond these magnitudes they overflow float64
+    for name, arr, limit in (("y", y_arr, _MAX_ABS), ("mean", mean_arr, _MAX_ABS), ("var", var_arr, _MAX_ABS**2)):
+        big = np.abs(arr) > limit
+        if big.any():
+            i = int(np.argmax(big))
+            raise ValueError(f"{name} must lie within ±{limit:.0e} (its square must not overflow float64); got "
+                             f"{float(arr[i])!r} at index {i}.")
 
     from .kernels.quadrature import run_expected_log_lik
 

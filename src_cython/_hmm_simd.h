@@ -37,11 +37,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define AVI_LOG2E 1.4426950408889634
-#define AVI_LN2_HI 0.6931471803691238        /* ln 2 split (fdlibm): n * AVI_LN2_HI is exact for |n| < 2^11 */
-#define AVI_LN2_LO 1.9082149292705877e-10
-#define AVI_ROUND_MAGIC 6755399441055744.0   /* 1.5 * 2^52: adding it rounds to an integer held in the low bits */
-#define AVI_EXP_MIN (-708.0)
+#include "_simd_exp.h"   /* avi_exp_nonpos (exp for x <= 0, 0 below -708) and AVI_EXP_MIN: one exp for all kernels */
 
 #if (defined(__GNUC__) || defined(__clang__)) && !defined(AVICORE_HMM_SCALAR)
 
@@ -61,32 +57,6 @@ AVI_INLINE avi_v4 avi_set1(double a) { avi_v4 v = {a, a, a, a}; return v; }
 /* mask ? a : b for a lane mask of all-ones / all-zeros */
 AVI_INLINE avi_v4 avi_select(avi_i4 mask, avi_v4 a, avi_v4 b) {
     return (avi_v4)(((avi_i4)a & mask) | ((avi_i4)b & ~mask));
-}
-
-/* exp(x) for x <= 0 lane-wise; 0 where x < -708 (including -inf). */
-AVI_INLINE avi_v4 avi_exp_nonpos(avi_v4 x) {
-    avi_i4 under = x < avi_set1(AVI_EXP_MIN);
-    avi_v4 xc = avi_select(under, avi_set1(AVI_EXP_MIN), x);
-    avi_v4 t = xc * AVI_LOG2E + AVI_ROUND_MAGIC;
-    avi_v4 n = t - AVI_ROUND_MAGIC;
-    avi_v4 r = xc - n * AVI_LN2_HI;
-    r = r - n * AVI_LN2_LO;
-    avi_v4 p = avi_set1(1.0 / 6227020800.0);
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-    avi_v4 scale = (avi_v4)(((avi_i4)t + 1023) << 52);   /* 2^n: low bits of t hold n */
-    return (avi_v4)((avi_i4)(p * scale) & ~under);
 }
 
 /* Two accumulators per column vector (even and odd rows) halve the length of each FMA dependency chain. */

@@ -4,12 +4,9 @@
  * K terms in the same order as the scalar kernel. exp(-|u|) and log1p(e) are branch-free polynomials that the
  * compiler keeps in vector registers (libm's scalar exp/log1p would force one call per lane):
  *
- *   exp(x), x in [-700, 0]:  x = k ln2 + r (|r| <= ln2/2, k by the 1.5*2^52 rounding trick, ln2 in two parts),
- *                            exp(r) by its Taylor polynomial of degree 13 (truncation < 5e-18), 2^k built from
- *                            the exponent bits. Below -700 the result is exp(-700) ~ 1e-304 instead of a smaller
- *                            number (which keeps every intermediate out of the slow subnormal range): the
- *                            quantities it feeds (log1p(e) ~ e, e/(1+e)) then differ from the exact ones by less
- *                            than 1e-304 in absolute value.
+ *   exp(x), x <= 0:         avi_exp_nonpos of _simd_exp.h (avicore's one vector exp): the polynomial on
+ *                            [-708, 0], exactly 0 below -708; the quantities it feeds (log1p(e) ~ e, e/(1+e))
+ *                            then differ from the exact ones by less than 3.4e-308 in absolute value.
  *   log1p(e), e in [0, 1]:  2 atanh(t), t = e/(2 + e) in [0, 1/3], by its series to t^33 (truncation < 2e-17).
  *                            1/(1 + e) and e/(2 + e) share one division: q = 1/((1 + e)(2 + e)).
  *
@@ -20,6 +17,8 @@
 #define AVICORE_QUADRATURE_SIMD_H
 
 #include <stdint.h>
+
+#include "_simd_exp.h"   /* avi_exp_nonpos: avicore's one vector exp */
 
 #if defined(__GNUC__) || defined(__clang__)
 #define AVICORE_HAVE_VECTOR_EXT 1
@@ -32,34 +31,6 @@ static inline avq_v4d avq_splat(double a) { avq_v4d v = {a, a, a, a}; return v; 
 /* lane-wise (mask ? a : b) with a mask from a vector comparison (all bits set where true) */
 static inline avq_v4d avq_select(avq_v4i mask, avq_v4d a, avq_v4d b) {
     return (avq_v4d)(((avq_v4i)a & mask) | ((avq_v4i)b & ~mask));
-}
-
-/* exp(x) for x <= 0 (exp(-700) for x < -700) */
-static inline avq_v4d avq_exp_nonpos(avq_v4d x) {
-    const avq_v4d lo = avq_splat(-700.0);
-    const avq_v4d shift = avq_splat(6755399441055744.0);   /* 1.5 * 2^52 */
-    x = avq_select(x < lo, lo, x);
-    avq_v4d kd = x * 1.4426950408889634 + shift;           /* round(x / ln2) in the low mantissa bits */
-    avq_v4d k = kd - shift;
-    avq_v4d r = x - k * 0.6931471805599453094;              /* ln2, high part */
-    r = r - k * 2.3190468138462996e-17;                     /* ln2, low part */
-    avq_v4d p = avq_splat(1.0 / 6227020800.0);
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-    /* 2^k: the integer k sits in the low bits of kd (offset by the bits of `shift`) */
-    avq_v4i bits = ((avq_v4i)kd - (avq_v4i)shift + 1023) << 52;
-    return p * (avq_v4d)bits;
 }
 
 /* log1p(e) for e in [0, 1], given t = e / (2 + e) */
@@ -90,7 +61,7 @@ static inline void avq_logit_node(avq_v4d u, avq_v4d w, avq_v4d* a0, avq_v4d* a1
     const avq_v4d zero = avq_splat(0.0), one = avq_splat(1.0);
     avq_v4i nonneg = (u >= zero);
     avq_v4d abs_u = avq_select(nonneg, u, -u);
-    avq_v4d e = avq_exp_nonpos(-abs_u);
+    avq_v4d e = avi_exp_nonpos(-abs_u);
     avq_v4d one_e = one + e;
     avq_v4d two_e = one_e + one;
     avq_v4d q = one / (one_e * two_e);                     /* one division for both ratios below */

@@ -106,7 +106,29 @@ def test_gaussian_hmm_end_to_end_matches_hmmlearn(rng):
     (poisson_log_lik, (np.array([[1.5]]), [[1.0]]), ValueError, r"X must hold non-negative integer counts"),
     (poisson_log_lik, (np.array([[1]]), [[0.0]]), ValueError, r"rates must be > 0; got min 0.0"),
     (poisson_log_lik, (np.array([[1, 2]]), [[1.0]]), ValueError, r"rates must have shape \(n_states, 2\)"),
+    # issue 18, found by hand: a subnormal variance made 1/var overflow (NaN out); 0 features gave zeros;
+    # boolean counts were read as 0/1.
+    (gaussian_diag_log_lik, (np.zeros((1, 1)), [[0.0]], [[5e-309]]), ValueError,
+     r"variances must be >= 2\.2250738585072014e-308 \(the smallest normal float64; 1/variance must not "
+     r"overflow\); got min 5e-309"),
+    (gaussian_diag_log_lik, (np.zeros((3, 0)), np.zeros((2, 0)), np.ones((2, 0))), ValueError,
+     r"X must hold at least one sample and one feature; got shape \(3, 0\)"),
+    (gaussian_full_log_lik, (np.zeros((3, 0)), np.zeros((2, 0)), np.ones((2, 0, 0))), ValueError,
+     r"X must hold at least one sample and one feature; got shape \(3, 0\)"),
+    (poisson_log_lik, (np.zeros((3, 0)), np.ones((2, 0))), ValueError,
+     r"X must hold at least one sample and one feature; got shape \(3, 0\)"),
+    (poisson_log_lik, (np.array([[True, False]]), [[1.0, 1.0]]), TypeError,
+     r"X must hold integer counts; got dtype bool"),
+    (poisson_log_lik, ([[True]], [[1.0]]), TypeError, r"X must hold integer counts; got dtype bool"),
 ])
 def test_bad_emission_input_raises(fn, args, exc, match):
     with pytest.raises(exc, match=match):
         fn(*args)
+
+
+def test_gaussian_diag_at_the_smallest_normal_variance_is_finite():
+    """The smallest accepted variance gives the closed form, as the full-covariance version does."""
+    var = np.finfo(np.float64).tiny
+    got = gaussian_diag_log_lik(np.zeros((1, 1)), [[0.0]], [[var]])
+    assert_allclose(got, [[-0.5 * (np.log(2 * np.pi) + np.log(var))]], rtol=1e-14)
+    assert_allclose(got, gaussian_full_log_lik(np.zeros((1, 1)), [[0.0]], [[[var]]]), rtol=1e-14)

@@ -149,3 +149,113 @@ def test_exponential_decay_runs_from_start_to_stop():
     assert lr(1000) == pytest.approx(5e-4)
     with pytest.raises(ValueError, match=r"stop must be > 0; got 0\.0\."):
         exponential_decay(0.1, 0.0, 10)
+
+
+# ----- issue 18: inputs found by hand to crash or corrupt the compiled kernel; each is refused before it runs -----
+
+@pytest.mark.parametrize(("call", "exc", "match"), [
+    # was "double free or corruption": a longer params/grad than the moments
+    (lambda a: a.step(np.zeros(4), np.ones(4)), ValueError, r"params must have shape \(3,\); got \(4,\)\."),
+    # a short gradient was read past its end
+    (lambda a: a.step(np.zeros(3), np.ones(2)), ValueError, r"grad must have shape \(3,\); got \(2,\)\."),
+    (lambda a: a.step(np.zeros(3), np.ones(3), out=np.empty(4)), ValueError,
+     r"out must have the optimizer's shape \(3,\); got \(4,\)\."),
+    (lambda a: a.step(np.zeros(3), np.ones(3), out=np.empty(3, np.float32)), TypeError,
+     r"out must be a float64 numpy.ndarray \(it is written in place\); got array of shape \(3,\) and dtype float32"),
+    (lambda a: a.step(np.zeros(3), np.ones(3), out=np.empty(6)[::2]), ValueError,
+     r"out must be a writeable C-contiguous array \(it is written in place\); got a non-contiguous one\."),
+    (lambda a: a.step(np.zeros(3), np.ones(3) * 1j), TypeError, r"grad must be real-valued; got dtype complex128\."),
+    (lambda a: a.step(np.zeros(3), np.array(["a", "b", "c"])), TypeError, r"grad must be a numeric array; got dtype"),
+    (lambda a: a.step(np.zeros(3), np.ones(3), scale=np.nan), ValueError, r"scale must be finite; got nan\."),
+    (lambda a: a.step_rows(np.zeros(3), np.ones((1, 1)), [0]), ValueError,
+     r"step_rows needs a 2-D optimizer \(n_rows, k\); this one has shape \(3,\)\."),
+])
+def test_dense_step_refuses_mismatched_inputs(path, call, exc, match):
+    opt = _adam(3, path, lr=0.1)
+    with pytest.raises(exc, match=match):
+        call(opt)
+    assert opt.t == 0 and not opt.m.any(), "a refused step must not change the state"
+
+
+def test_dense_step_refuses_a_huge_input_before_running():
+    """Adam(1) stepped with 10⁶ elements segfaulted."""
+    with pytest.raises(ValueError, match=r"params must have shape \(1,\); got \(1000000,\)\."):
+        Adam(1, lr=0.1).step(np.zeros(10**6), np.ones(10**6))
+
+
+@pytest.mark.parametrize(("rows", "grad_rows", "exc", "match"), [
+    # rows=[-1] corrupted the heap before
+    (np.array([-1]), 1, ValueError, r"rows must lie in \[0, 3\) \(the optimizer's n_rows\); got -1\."),
+    (np.array([3]), 1, ValueError, r"rows must lie in \[0, 3\) \(the optimizer's n_rows\); got 3\."),
+    (np.array([1, 1]), 2, ValueError, r"rows must be distinct; got 1 more than once\."),
+    (np.array([0.0]), 1, TypeError,
+     r"rows must be an array of integer indices; got array of shape \(1,\) and dtype float64"),
+    (np.array([True]), 1, TypeError, r"rows must be an array of integer indices"),
+    (np.array([[0]]), 1, ValueError, r"rows must be 1-dimensional; got shape \(1, 1\)\."),
+    (np.array([0, 1]), 1, ValueError, r"grad must have shape \(2, 2\); got \(1, 2\)\."),
+])
+def test_row_step_refuses_bad_rows(path, rows, grad_rows, exc, match):
+    opt = _adam((3, 2), path, lr=0.1)
+    params = np.zeros((3, 2))
+    with pytest.raises(exc, match=match):
+        opt.step_rows(params, np.ones((grad_rows, 2)), rows)
+    assert not params.any() and opt.counts is None
+
+
+@pytest.mark.parametrize(("params", "exc", "match"), [
+    (np.zeros((3, 2), np.float32), TypeError, r"params must be a float64 numpy.ndarray \(it is written in place\)"),
+    ([[0.0, 0.0]] * 3, TypeError, r"params must be a float64 numpy.ndarray \(it is written in place\); got list"),
+    (np.zeros((3, 3)), ValueError, r"params must have the optimizer's shape \(3, 2\); got \(3, 3\)\."),
+    (np.zeros((2, 3)).T, ValueError, r"params must be a writeable C-contiguous array"),
+])
+def test_row_step_refuses_params_it_cannot_update_in_place(path, params, exc, match):
+    with pytest.raises(exc, match=match):
+        _adam((3, 2), path, lr=0.1).step_rows(params, np.ones((1, 2)), [0])
+
+
+def test_step_converts_float32_and_list_operands(path):
+    """float32 or list operands gave raw Cython/AttributeError messages; they are converted like any array-like."""
+    a, b = _adam(3, path, lr=0.1), _adam(3, path, lr=0.1)
+    got = a.step([0.0, 1.0, 2.0], np.array([1.0, -2.0, 0.5], np.float32))
+    want = b.step(np.array([0.0, 1.0, 2.0]), np.array([1.0, -2.0, 0.5]))
+    assert got.dtype == np.float64
+    assert_allclose(got, want, rtol=0, atol=0)
+    assert_allclose(got, _reference_adam([0.0, 1.0, 2.0], [[1.0, -2.0, 0.5]], 0.1), rtol=1e-15)
+
+
+@pytest.mark.parametrize(("shape", "exc", "match"), [
+    (-1, ValueError, r"shape must be >= 0; got -1\."),
+    (2.5, TypeError, r"shape must be an integer; got float 2\.5\."),
+    ((10**7, 10**7), ValueError, r"shape must fit in memory; got \(10000000, 10000000\) \(two float64 moment arrays\)"),
+])
+def test_adam_refuses_bad_shapes(shape, exc, match):
+    with pytest.raises(exc, match=match):
+        Adam(shape, lr=0.1)
+
+
+def test_monitor_refuses_a_record_past_n_iter_and_a_window_past_n_iter():
+    mon = ConvergenceMonitor(3, tol=None, window=3)
+    for v in (1.0, 2.0, 3.0):
+        mon.record(v)
+    with pytest.raises(ValueError, match=r"record: the monitor holds n_iter=3 values already"):
+        mon.record(4.0)
+    assert_allclose(mon.trace, [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match=r"window must be <= 3; got 4\."):
+        ConvergenceMonitor(3, tol=1e-3, window=4)
+
+
+def test_exponential_decay_edge_cases():
+    one = exponential_decay(0.1, 0.01, 1)  # reached stop at step 0 (it stayed at start before)
+    assert one(0) == 0.01 and one(5) == 0.01
+    flat = exponential_decay(0.1, 0.1, 5)
+    assert all(flat(t) == 0.1 for t in range(7))
+    lr = exponential_decay(0.1, 0.001, 3)
+    assert lr(2) == 0.001 and lr(99) == 0.001  # stop exactly, not exp(log) rounding
+    with pytest.raises(ValueError, match=r"stop must be <= start=0\.1 \(a decay falls\); got 0\.2\."):
+        exponential_decay(0.1, 0.2, 10)
+    with pytest.raises(ValueError, match=r"step must be >= 0; got -1\."):
+        lr(-1)
+    with pytest.raises(TypeError, match=r"step must be an integer; got float 1\.5\."):
+        lr(1.5)
+    with pytest.raises(ValueError, match=r"n_steps must be >= 1; got 0\."):
+        exponential_decay(0.1, 0.01, 0)

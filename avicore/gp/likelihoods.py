@@ -265,6 +265,10 @@ class Bernoulli(Likelihood):
         return (rng.random(f.shape) < p).astype(np.float64)
 
 
+_TINY = float(np.finfo(np.float64).tiny)
+_HUGE = float(np.finfo(np.float64).max)
+
+
 class StudentT(Likelihood):
     """Heavy-tailed observation noise: y = f + scale · t_ν.
 
@@ -290,6 +294,10 @@ class StudentT(Likelihood):
     def __init__(self, df: float = 4.0, scale: float = 1.0) -> None:
         self.df = check_scalar(df, "df", positive=True)
         self.scale = check_scalar(scale, "scale", positive=True)
+        a = self.df * self.scale * self.scale  # the kernels divide by ν s²: it must be a normal, finite float
+        if not _TINY <= a < math.inf:
+            raise ValueError(f"scale must give df * scale**2 in [{_TINY!r}, {_HUGE!r}]; got df={self.df!r}, "
+                             f"scale={self.scale!r} (df * scale**2 = {a!r}).")
 
     def __repr__(self) -> str:
         return f"StudentT(df={self.df!r}, scale={self.scale!r})"

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .._validate import as_float_array, check_int, check_random_state
+from .._validate import as_float_array, check_count, check_int, check_random_state
 from .base import LatentVariableModel, LocalTerms, SimulatedData
 from .hierarchical import LogJoint, check_local_inputs
 
@@ -96,7 +96,8 @@ class CustomHierarchical(LatentVariableModel):
         if self._simulate is None:
             raise NotImplementedError("this CustomHierarchical has no simulator; pass simulate=(n, rng) -> "
                                       "SimulatedData when constructing it.")
-        out = self._simulate(check_int(n, "n", minimum=1), check_random_state(seed))
+        n = check_count(n, "n", 32 * (self.obs_dim + self.latent_dim), "observations")
+        out = self._simulate(n, check_random_state(seed))
         if isinstance(out, SimulatedData):
             return out
         x, z, theta = out

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validate import as_float_array, check_choice, check_int, check_random_state, check_scalar
+from .._validate import as_float_array, check_choice, check_count, check_int, check_random_state, check_scalar
 from .base import LatentVariableModel, LocalTerms, SimulatedData
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -194,7 +194,7 @@ class BayesianDecoder(LatentVariableModel):
         >>> BayesianDecoder(2, hidden=(4,), obs_dim=3).simulate(6, seed=0).x.shape
         (6, 3)
         """
-        n = check_int(n, "n", minimum=1)
+        n = check_count(n, "n", 32 * (self.obs_dim + self.latent_dim), "observations")
         rng = check_random_state(seed)
         if theta is None:
             th = rng.normal(0.0, self.weight_prior_scale, self.global_dim)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validate import as_float_array, check_int, check_random_state, check_scalar
+from .._validate import as_float_array, check_count, check_random_state, check_scalar
 from ._priors import draw_theta, flat_or_normal_log_prior
 from .base import LatentVariableModel, LocalTerms, SimulatedData
 
@@ -159,7 +159,7 @@ class HierarchicalModel(LatentVariableModel):
         >>> data.x.shape, data.theta.tolist()
         ((5, 1), [1.0])
         """
-        n = check_int(n, "n", minimum=1)
+        n = check_count(n, "n", 32 * (self.obs_dim + self.latent_dim), "observations")
         rng = check_random_state(seed)
         th = draw_theta(rng, theta, self.theta_prior_scale)
         z = rng.standard_normal((n, 1))

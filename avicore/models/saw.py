@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from .._validate import as_float_array, check_int, check_random_state, check_scalar
+from .._validate import as_float_array, check_count, check_random_state, check_scalar
 from ._priors import draw_theta, flat_or_normal_log_prior
 from .base import LatentVariableModel, LocalTerms, SimulatedData
 from .hierarchical import FVIOptimum, check_local_inputs
@@ -95,7 +95,7 @@ class SawTimeSeries(LatentVariableModel):
         SimulatedData
             ``x`` and ``z`` of shape (n, 1), ``theta`` of shape (1,).
         """
-        n = check_int(n, "n", minimum=1)
+        n = check_count(n, "n", 32 * (self.obs_dim + self.latent_dim), "observations")
         rng = check_random_state(seed)
         th = draw_theta(rng, theta, self.theta_prior_scale)
         eps_z = rng.standard_normal(n)

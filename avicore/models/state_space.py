@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validate import as_float_array, check_int, check_lengths, check_random_state, check_scalar
+from .._validate import as_float_array, check_count, check_lengths, check_random_state, check_scalar
 from .base import LatentVariableModel, LocalTerms, SimulatedData
 from .hierarchical import FVIOptimum
 
@@ -131,7 +131,7 @@ class LinearGaussianSSM(LatentVariableModel):
         SimulatedData
             ``x`` (n, p), ``z`` (n, d), ``theta`` of shape (0,).
         """
-        n = check_int(n, "n", minimum=1)
+        n = check_count(n, "n", 32 * (self.obs_dim + self.latent_dim), "observations")
         rng = check_random_state(seed)
         prm = self.params
         d, p = self.latent_dim, self.obs_dim
@@ -428,7 +428,7 @@ class GaussianRandomWalk(LinearGaussianSSM):
 
     def simulate(self, n: int, seed: int | np.random.Generator | None = None) -> SimulatedData:
         """Draw one sequence of ``n`` steps (vectorised: a cumulative sum of Gaussian steps)."""
-        n = check_int(n, "n", minimum=1)
+        n = check_count(n, "n", 32 * (self.obs_dim + self.latent_dim), "observations")
         rng = check_random_state(seed)
         eps = rng.standard_normal(n)
         steps = eps * self.step_scale

@@ -20,7 +20,8 @@ def test_latent_draws_match_counter_generator() -> None:
     for draw in (k.draw_latents_numpy, k.draw_latents_numba):
         z, e = draw(2, 7, index, mean, log_scale, 4)
         assert_array_equal(e, eps)
-        assert_allclose(z, mean + np.exp(log_scale) * eps, rtol=1e-15, atol=0)
+        # an ulp or two: NumPy's and Numba's exp differ in the last bit on some versions (numba 0.59 + numpy 1.26)
+        assert_allclose(z, mean + np.exp(log_scale) * eps, rtol=1e-14, atol=0)
 
 
 @pytest.mark.parametrize("code", sorted(k.ACTIVATION_CODES.values()))
