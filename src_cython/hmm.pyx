@@ -22,7 +22,7 @@ Work is split into fixed chunks of sequences (independent of the thread count), 
 accumulator, summed in chunk order: results are bit-identical for any number of threads.
 """
 
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport INFINITY, exp, log
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport free, malloc
@@ -119,9 +119,50 @@ cdef inline bint _reaches(const Model* md, const double* alpha, Py_ssize_t j) no
 # forward-backward, one sequence
 # ----------------------------------------------------------------------------------------------------------------
 
-cdef int _scaled_forward(const Model* md, const double* L, double* alpha, Py_ssize_t n, double* ws,
-                         double* loglik) noexcept nogil:
-    """Normalised forward pass; alpha rows (stride K) get the filtered probabilities. 0, or 1: use log space.
+cdef struct Emission:
+    int mode               # EMIT_ROWS: rows of log_lik; EMIT_DIAG: diagonal Gaussian from X; EMIT_TABLE: log table
+    Py_ssize_t K
+    Py_ssize_t Kp
+    const double* L        # EMIT_ROWS: log_lik (T, K)
+    const double* X        # EMIT_DIAG: observations (T, D)
+    Py_ssize_t D
+    const double* P        # EMIT_DIAG: means (D, Kp), ½ precisions (D, Kp), constants (Kp, -inf padded);
+                           # EMIT_TABLE: log emission table (n_symbols, Kp), -inf padded
+    const int64_t* sym     # EMIT_TABLE: symbol of each row
+
+
+cdef enum:
+    EMIT_ROWS = 0
+    EMIT_DIAG = 1
+    EMIT_TABLE = 2
+
+
+cdef inline void _emission_row(const Emission* em, Py_ssize_t t, double* out) noexcept nogil:
+    """Row t of the batch's log-likelihoods into out[0:K] (EMIT_ROWS) or out[0:Kp] (-inf padding)."""
+    cdef Py_ssize_t Kp = em.Kp, d, j
+    cdef const double* mu
+    cdef const double* hp
+    cdef double x, diff
+    if em.mode == EMIT_ROWS:
+        _load(out, em.L + t * em.K, em.K)
+    elif em.mode == EMIT_TABLE:
+        _load(out, em.P + em.sym[t] * Kp, Kp)
+    else:  # -½ Σ_d (x_d - μ_kd)² / σ²_kd + c_k, the form of avicore.emissions.gaussian_diag_log_lik
+        _load(out, em.P + 2 * em.D * Kp, Kp)
+        for d in range(em.D):
+            x = em.X[t * em.D + d]
+            mu = em.P + d * Kp
+            hp = em.P + (em.D + d) * Kp
+            for j in range(Kp):
+                diff = x - mu[j]
+                out[j] = out[j] - diff * diff * hp[j]
+
+
+cdef int _scaled_forward(const Model* md, const Emission* em, Py_ssize_t row0, double* alpha, Py_ssize_t stride,
+                         double* r, Py_ssize_t n, double* ws, double* loglik) noexcept nogil:
+    """Normalised forward pass over rows row0..row0+n-1; alpha rows (``stride`` apart, K or Kp values) get the
+    filtered probabilities, and r rows (Kp apart, unless r is NULL) the scaled emissions e_t / c_t. 0, or 1: use
+    log space.
 
     The shift m_t is first the step's maximum over all states, which keeps the K exps off the alpha dependency
     chain; only if that underflows for a reachable state is the step redone with the maximum over reachable
@@ -140,10 +181,10 @@ cdef int _scaled_forward(const Model* md, const double* L, double* alpha, Py_ssi
     _fill(cur, 0.0, Kp)
     _fill(lrow + K, -INFINITY, Kp - K)
     _fill(lnext + K, -INFINITY, Kp - K)
-    _load(lrow, L, K)
+    _emission_row(em, row0, lrow)
     for t in range(n):
         if t + 1 < n:
-            _load(lnext, L + (t + 1) * K, K)
+            _emission_row(em, row0 + t + 1, lnext)
         m = avi_max(lrow, Kp)
         if m == -INFINITY:           # every emission impossible at this step
             return 1
@@ -166,7 +207,10 @@ cdef int _scaled_forward(const Model* md, const double* L, double* alpha, Py_ssi
         inv = 1.0 / c
         for j in range(Kp):
             cur[j] = u[j] * inv
-        _load(alpha + t * K, cur, K)
+        _load(alpha + t * stride, cur, stride)
+        if r != NULL:
+            for j in range(Kp):
+                r[t * Kp + j] = e[j] * inv
         swap = lrow
         lrow = lnext
         lnext = swap
@@ -317,13 +361,29 @@ cdef int _log_forward_backward(const Model* md, const double* L, double* post, P
     return HMM_LOG_SPACE
 
 
-cdef int _forward_backward_one(const Model* md, const double* L, double* post, Py_ssize_t n, double* ws,
-                               double* loglik, double* counts) noexcept nogil:
-    """One sequence: scaled pass, or the log-space fallback where scaling would underflow. Returns a status."""
-    if not md.all_log and _scaled_forward(md, L, post, n, ws, loglik) == 0:
+cdef int _forward_backward_one(const Model* md, const Emission* em, Py_ssize_t row0, double* post, Py_ssize_t n,
+                               double* ws, double* loglik, double* counts) noexcept nogil:
+    """One sequence (rows row0.., log_lik rows in em.L): scaled pass, or the log-space fallback where scaling would
+    underflow. Returns a status."""
+    cdef const double* L = em.L + row0 * md.K
+    if not md.all_log and _scaled_forward(md, em, row0, post, md.K, NULL, n, ws, loglik) == 0:
         _scaled_backward(md, post, n, ws, counts)
         return HMM_SCALED
     return _log_forward_backward(md, L, post, n, ws, loglik, counts)
+
+
+cdef Emission _rows(const double* L, Py_ssize_t K, Py_ssize_t Kp) noexcept nogil:
+    """The emission source of the kernels that take log_lik rows."""
+    cdef Emission em
+    em.mode = EMIT_ROWS
+    em.K = K
+    em.Kp = Kp
+    em.L = L
+    em.X = NULL
+    em.D = 0
+    em.P = NULL
+    em.sym = NULL
+    return em
 
 
 cdef Model _model(const double[:, ::1] A, const double[:, ::1] At, const double[::1] pi,
@@ -360,7 +420,7 @@ def cy_forward_backward(const double[:, ::1] log_lik, const double[:, ::1] A, co
     cdef Py_ssize_t ws_size = 6 * Kp + Kp * Kp + 2 * NB * Kp + 3 * K
     cdef double* ws
     cdef int failed = 0
-    cdef const double* L = &log_lik[0, 0]
+    cdef Emission em = _rows(&log_lik[0, 0], K, Kp)
     cdef double* post = &posteriors[0, 0]
     ws = NULL
     with nogil, parallel(num_threads=num_threads):
@@ -372,7 +432,7 @@ def cy_forward_backward(const double[:, ::1] log_lik, const double[:, ::1] A, co
             for s in range(chunks[c], chunks[c + 1]):
                 b = offsets[s]
                 e = offsets[s + 1]
-                status[s] = _forward_backward_one(&md, L + b * K, post + b * K, e - b, ws,
+                status[s] = _forward_backward_one(&md, &em, b, post + b * K, e - b, ws,
                                                   &log_likelihood[s], &counts[c, 0, 0])
                 if status[s] == HMM_NO_MEMORY:
                     failed += 1
@@ -451,10 +511,11 @@ def cy_viterbi(const double[:, ::1] log_lik, const double[:, ::1] log_transmat_p
 # posterior sampling: forward filter (per sequence), then backward sampling (per sample and sequence)
 # ----------------------------------------------------------------------------------------------------------------
 
-cdef int _filter_one(const Model* md, const double* L, double* alpha, Py_ssize_t n, double* ws,
-                     double* loglik) noexcept nogil:
+cdef int _filter_one(const Model* md, const Emission* em, Py_ssize_t row0, double* alpha, Py_ssize_t n,
+                     double* ws, double* loglik) noexcept nogil:
     """Scaled alphas (HMM_SCALED), log alphas (HMM_LOG_SPACE) or HMM_IMPOSSIBLE into ``alpha``."""
-    if not md.all_log and _scaled_forward(md, L, alpha, n, ws, loglik) == 0:
+    cdef const double* L = em.L + row0 * md.K
+    if not md.all_log and _scaled_forward(md, em, row0, alpha, md.K, NULL, n, ws, loglik) == 0:
         return HMM_SCALED
     loglik[0] = _log_forward(md, L, alpha, n, ws, NULL)
     return HMM_IMPOSSIBLE if loglik[0] == -INFINITY else HMM_LOG_SPACE
@@ -537,7 +598,7 @@ def cy_sample_posterior(const double[:, ::1] log_lik, const double[:, ::1] A, co
     cdef Py_ssize_t K = md.K, Kp = md.Kp, s, b, e, item, q
     cdef double* ws
     cdef int failed = 0
-    cdef const double* L = &log_lik[0, 0]
+    cdef Emission em = _rows(&log_lik[0, 0], K, Kp)
     cdef double* al = &alpha[0, 0]
     ws = NULL
     with nogil, parallel(num_threads=num_threads):
@@ -548,7 +609,7 @@ def cy_sample_posterior(const double[:, ::1] log_lik, const double[:, ::1] A, co
                 continue
             b = offsets[s]
             e = offsets[s + 1]
-            status[s] = _filter_one(&md, L + b * K, al + b * K, e - b, ws, &log_likelihood[s])
+            status[s] = _filter_one(&md, &em, b, al + b * K, e - b, ws, &log_likelihood[s])
         _ws_free(ws)
     if failed:
         return failed
@@ -565,4 +626,178 @@ def cy_sample_posterior(const double[:, ::1] log_lik, const double[:, ::1] A, co
             e = offsets[q + 1]
             _sample_one(&md, al + b * K, e - b, status[q], cr_hmm_sample_row(key, s), b, ws, &samples[s, b])
         _ws_free(ws)
+    return failed
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# EM expectations: forward-backward reduced to sufficient statistics in one pass, no posteriors materialised
+# ----------------------------------------------------------------------------------------------------------------
+
+cdef enum:
+    HMM_FALLBACK = 5      # cy_em_expectations: the scaled pass failed; the caller redoes it with the generic kernel
+
+
+cdef struct EmWork:
+    double* ws            # per-step vectors, xiT, rank buffers, then the chunk's accumulators
+    double* seq           # alpha (cap, Kp) then r (cap, Kp) of the current sequence: in L2 for typical lengths
+    Py_ssize_t cap
+
+
+cdef inline bint _em_reserve(EmWork* w, Py_ssize_t n, Py_ssize_t Kp) noexcept nogil:
+    """Room for a sequence of n steps in w.seq (grown, never shrunk, by the thread that owns w)."""
+    if n <= w.cap:
+        return True
+    _ws_free(w.seq)
+    w.seq = _ws_alloc(2 * n * Kp)
+    w.cap = n if w.seq != NULL else 0
+    return w.seq != NULL
+
+
+cdef inline void _em_add(const double* g, Py_ssize_t Kp, const double* Ft, Py_ssize_t nf, const int64_t* sym,
+                         Py_ssize_t t, double* post, double* wsum, double* symc) noexcept nogil:
+    """post += g; wsum[f] += F[t, f] g; symc[sym[t]] += g (the sufficient statistics of one step)."""
+    cdef Py_ssize_t f, j
+    cdef double x
+    cdef double* row
+    for j in range(Kp):
+        post[j] += g[j]
+    for f in range(nf):
+        x = Ft[f]
+        row = wsum + f * Kp
+        for j in range(Kp):
+            row[j] += x * g[j]
+    if sym != NULL:
+        row = symc + sym[t] * Kp
+        for j in range(Kp):
+            row[j] += g[j]
+
+
+cdef void _em_backward(const Model* md, const double* alpha, const double* r, Py_ssize_t n, double* ws,
+                       const double* F, Py_ssize_t nf, const int64_t* sym, Py_ssize_t n_symbols,
+                       double* acc) noexcept nogil:
+    """Backward pass over one sequence's alpha and r rows (Kp apart), adding its statistics into ``acc``.
+
+    With w_{t+1} = r_{t+1} ⊙ beta_{t+1} (0 where alpha_{t+1} = 0; equal to gamma_{t+1} / pred_{t+1}, without the
+    division): beta_t = A w_{t+1}, gamma_t = alpha_t ⊙ beta_t, Σ xi = A ⊙ Σ_t alpha_t w_{t+1}ᵀ (rank-NB updates).
+    ``acc``: transition counts (K, K) | first-step posteriors (Kp) | Σ gamma (Kp) | Σ F[t, f] gamma (nf, Kp) |
+    Σ [sym_t = m] gamma (n_symbols, Kp).
+    """
+    cdef Py_ssize_t K = md.K, Kp = md.Kp, t, i, j, nb = 0
+    cdef double* beta = ws
+    cdef double* v = ws + Kp
+    cdef double* g = ws + 2 * Kp
+    cdef double* xiT = ws + 3 * Kp
+    cdef double* wbuf = xiT + Kp * Kp
+    cdef double* abuf = wbuf + NB * Kp
+    cdef double* start = acc + K * K
+    cdef double* post = start + Kp
+    cdef double* wsum = post + Kp
+    cdef double* symc = wsum + nf * Kp
+    cdef const double* a_t
+    cdef const double* a_next
+    cdef const double* r_next
+    _fill(xiT, 0.0, Kp * Kp)
+    _fill(beta, 0.0, Kp)
+    _fill(beta, 1.0, K)
+    _load(g, alpha + (n - 1) * Kp, Kp)
+    _em_add(g, Kp, F + (n - 1) * nf, nf, sym, n - 1, post, wsum, symc)
+    for t in range(n - 2, -1, -1):
+        a_t = alpha + t * Kp
+        a_next = a_t + Kp
+        r_next = r + (t + 1) * Kp
+        for j in range(Kp):
+            v[j] = r_next[j] * beta[j] if a_next[j] > 0.0 else 0.0
+        avi_matvec(md.At, v, beta, K, Kp)
+        _load(wbuf + nb * Kp, v, Kp)
+        _load(abuf + nb * Kp, a_t, Kp)
+        nb += 1
+        if nb == NB:
+            avi_rank_update(xiT, wbuf, abuf, nb, K, Kp)
+            nb = 0
+        for j in range(Kp):
+            g[j] = a_t[j] * beta[j]
+        _em_add(g, Kp, F + t * nf, nf, sym, t, post, wsum, symc)
+    if nb:
+        avi_rank_update(xiT, wbuf, abuf, nb, K, Kp)
+    for j in range(Kp):
+        start[j] += g[j]
+    for i in range(K):
+        for j in range(K):
+            acc[i * K + j] += md.A[i * Kp + j] * xiT[j * Kp + i]
+
+
+def cy_em_expectations(int mode, const double[:, ::1] log_lik, const double[:, ::1] X, const double[:, ::1] P,
+                       const int64_t[::1] symbols, const double[:, ::1] A, const double[:, ::1] At,
+                       const double[::1] pi, const double[:, ::1] log_transmat, const double[:, ::1] log_transmat_t,
+                       const double[::1] log_startprob, bint all_log, bint check_reach,
+                       const int64_t[::1] offsets, const int64_t[::1] chunks, const int64_t[::1] order,
+                       const double[:, ::1] features, Py_ssize_t nf, Py_ssize_t n_symbols,
+                       double[:, ::1] acc_out, double[::1] log_likelihood, signed char[::1] status,
+                       int num_threads):
+    """Forward-backward of every sequence reduced to EM's sufficient statistics, chunk c into acc_out[c].
+
+    ``mode``: EMIT_ROWS (``log_lik`` rows), EMIT_DIAG (``X`` and the parameter block ``P``) or EMIT_TABLE
+    (``symbols`` and ``P``); see ``Emission``. ``features`` (T, nf) are the per-row values whose posterior-weighted
+    sums are wanted; ``n_symbols`` > 0 adds posterior-weighted symbol counts (``symbols``). Chunks run in ``order``
+    (longest first) on a dynamic schedule, each into its own row of ``acc_out``: results do not depend on the
+    thread count. Sequences the scaled pass cannot do get status HMM_FALLBACK and add nothing. Returns the number
+    of failed allocations.
+    """
+    cdef Model md = _model(A, At, pi, log_transmat, log_transmat_t, log_startprob, all_log, check_reach)
+    cdef Emission em
+    cdef Py_ssize_t n_chunks = chunks.shape[0] - 1
+    cdef Py_ssize_t K = md.K, Kp = md.Kp, i, c, s, b, e
+    cdef Py_ssize_t acc_size = acc_out.shape[1]
+    cdef Py_ssize_t vec_size = max(6 * Kp, 3 * Kp + Kp * Kp + 2 * NB * Kp)
+    cdef EmWork* works
+    cdef EmWork* w
+    cdef double* acc
+    cdef int failed = 0
+    cdef const double* F = &features[0, 0]
+    cdef const int64_t* sym = &symbols[0] if n_symbols > 0 else NULL
+    em.mode = mode
+    em.K = K
+    em.Kp = Kp
+    em.L = &log_lik[0, 0]
+    em.X = &X[0, 0]
+    em.D = X.shape[1]
+    em.P = &P[0, 0]
+    em.sym = &symbols[0]
+    if num_threads < 1:
+        num_threads = 1
+    works = <EmWork*> malloc(num_threads * sizeof(EmWork))
+    if works == NULL:
+        return 1
+    w = NULL
+    with nogil, parallel(num_threads=num_threads):
+        w = works + threadid()
+        w.ws = _ws_alloc(vec_size + acc_size)
+        w.seq = NULL
+        w.cap = 0
+        for i in prange(n_chunks, schedule="dynamic"):
+            c = order[i]
+            if w.ws == NULL:
+                failed += 1
+                continue
+            acc = w.ws + vec_size
+            _fill(acc, 0.0, acc_size)
+            for s in range(chunks[c], chunks[c + 1]):
+                b = offsets[s]
+                e = offsets[s + 1]
+                if md.all_log:
+                    status[s] = HMM_FALLBACK
+                elif not _em_reserve(w, e - b, Kp):
+                    status[s] = HMM_NO_MEMORY
+                    failed += 1
+                elif _scaled_forward(&md, &em, b, w.seq, Kp, w.seq + (e - b) * Kp, e - b, w.ws,
+                                     &log_likelihood[s]) != 0:
+                    status[s] = HMM_FALLBACK
+                else:
+                    _em_backward(&md, w.seq, w.seq + (e - b) * Kp, e - b, w.ws, F + b * nf, nf,
+                                 sym + b if sym != NULL else NULL, n_symbols, acc)
+                    status[s] = HMM_SCALED
+            _load(&acc_out[c, 0], acc, acc_size)
+        _ws_free(w.seq)
+        _ws_free(w.ws)
+    free(works)
     return failed

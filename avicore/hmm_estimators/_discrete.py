@@ -13,6 +13,7 @@ import numpy as np
 from scipy.special import gammaln
 
 from .. import _validate
+from ..kernels import hmm_em
 from ._base import BaseHMM, check_float_X, check_random_state, log_of, normalize_rows
 
 
@@ -31,12 +32,6 @@ def check_symbols(X: Any, n_features: int | None) -> np.ndarray:
     if n_features is not None and raw.max() >= n_features:
         raise ValueError(f"X must hold symbols below n_features={n_features}; got max {int(raw.max())}.")
     return np.ascontiguousarray(raw, dtype=np.int64)
-
-
-def symbol_counts(symbols: np.ndarray, weights: np.ndarray, n_symbols: int) -> np.ndarray:
-    """``out[k, m] = Σ_t weights[t, k] [symbols[t] = m]``, shape (n_states, n_symbols)."""
-    return np.stack([np.bincount(symbols, weights=weights[:, k], minlength=n_symbols)
-                     for k in range(weights.shape[1])])
 
 
 class CategoricalHMM(BaseHMM):
@@ -124,10 +119,18 @@ class CategoricalHMM(BaseHMM):
     def _compute_log_likelihood(self, X: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(log_of(self.emissionprob_).T[X[:, 0]])
 
-    def _emission_stats(self, X: np.ndarray, posteriors: np.ndarray, log_lik: np.ndarray) -> dict[str, Any]:
+    def _em_emission(self, X: np.ndarray) -> hmm_em.Emission:
+        log_b = log_of(self.emissionprob_)
+        return hmm_em.Emission(lambda rows: np.ascontiguousarray(log_b.T[X[rows, 0]]), "table",
+                               (log_b, X[:, 0]))
+
+    def _em_inputs(self, X: np.ndarray) -> tuple[None, np.ndarray | None, int]:
         if "e" not in self.params:
-            return {}
-        return {"obs": symbol_counts(X[:, 0], posteriors, self.emissionprob_.shape[1])}
+            return None, None, 0
+        return None, np.ascontiguousarray(X[:, 0]), self._n_symbols_
+
+    def _emission_stats_from_sums(self, sums: hmm_em.EMSums) -> dict[str, Any]:
+        return {} if sums.symbol_counts is None else {"obs": sums.symbol_counts.T}
 
     def _mstep_emissions(self, stats: dict[str, Any]) -> None:
         if "e" in self.params:
@@ -235,10 +238,11 @@ class PoissonHMM(BaseHMM):
         out -= lgamma[:, None]
         return out
 
-    def _emission_stats(self, X: np.ndarray, posteriors: np.ndarray, log_lik: np.ndarray) -> dict[str, Any]:
-        if "l" not in self.params:
-            return {}
-        return {"post": posteriors.sum(axis=0), "obs": posteriors.T @ X}
+    def _em_inputs(self, X: np.ndarray) -> tuple[np.ndarray | None, None, int]:
+        return (X if "l" in self.params else None), None, 0
+
+    def _emission_stats_from_sums(self, sums: hmm_em.EMSums) -> dict[str, Any]:
+        return {} if sums.weighted is None else {"post": sums.post, "obs": sums.weighted.T}
 
     def _mstep_emissions(self, stats: dict[str, Any]) -> None:
         if "l" in self.params:
