@@ -45,6 +45,17 @@ cdef extern from "_hmm_simd.h" nogil:
     void avi_viterbi_step(const double* delta, const double* logA, const double* l, double* out, int32_t* bp,
                           Py_ssize_t K, Py_ssize_t Kp)
 
+cdef extern from "_hmm_em_simd.h" nogil:
+    void avi_copy(double* dst, const double* src, Py_ssize_t Kp)
+    void avi_scale2(double* a, const double* u, double* r, const double* e, double inv, Py_ssize_t Kp)
+    void avi_masked_mul(double* v, const double* a, const double* r, const double* b, Py_ssize_t Kp)
+    void avi_mul(double* g, const double* a, const double* b, Py_ssize_t Kp)
+    void avi_em_add(const double* g, const double* Ft, Py_ssize_t nf, double* symrow, double* post, double* wsum,
+                    Py_ssize_t Kp)
+    void avi_diag_row(double* out, const double* x, Py_ssize_t D, const double* P, Py_ssize_t Kp)
+    void avi_full_row(double* out, const double* x, Py_ssize_t D, const double* P, Py_ssize_t Kp)
+    void avi_linear_row(double* out, const double* x, Py_ssize_t D, const double* P, Py_ssize_t Kp)
+
 # Status codes per sequence (same values as avicore/kernels/hmm.py).
 cdef enum:
     HMM_SCALED = 0        # probability space, per-step normalisation
@@ -120,14 +131,16 @@ cdef inline bint _reaches(const Model* md, const double* alpha, Py_ssize_t j) no
 # ----------------------------------------------------------------------------------------------------------------
 
 cdef struct Emission:
-    int mode               # EMIT_ROWS: rows of log_lik; EMIT_DIAG: diagonal Gaussian from X; EMIT_TABLE: log table
+    int mode               # EMIT_ROWS: rows of log_lik; EMIT_TABLE: log table; from X: EMIT_DIAG, EMIT_FULL
+                           # (Gaussians), EMIT_LINEAR (c + W x: Poisson without its per-row log x! term)
     Py_ssize_t K
     Py_ssize_t Kp
     const double* L        # EMIT_ROWS: log_lik (T, K)
     const double* X        # EMIT_DIAG: observations (T, D)
     Py_ssize_t D
     const double* P        # EMIT_DIAG: means (D, Kp), ½ precisions (D, Kp), constants (Kp, -inf padded);
-                           # EMIT_TABLE: log emission table (n_symbols, Kp), -inf padded
+                           # EMIT_FULL: means (D, Kp), lower triangle of L⁻¹ by rows (D(D+1)/2, Kp), constants;
+                           # EMIT_LINEAR: W (D, Kp), constants; EMIT_TABLE: log table (n_symbols, Kp), -inf padded
     const int64_t* sym     # EMIT_TABLE: symbol of each row
 
 
@@ -135,34 +148,29 @@ cdef enum:
     EMIT_ROWS = 0
     EMIT_DIAG = 1
     EMIT_TABLE = 2
+    EMIT_FULL = 3
+    EMIT_LINEAR = 4
 
 
 cdef inline void _emission_row(const Emission* em, Py_ssize_t t, double* out) noexcept nogil:
     """Row t of the batch's log-likelihoods into out[0:K] (EMIT_ROWS) or out[0:Kp] (-inf padding)."""
-    cdef Py_ssize_t Kp = em.Kp, d, j
-    cdef const double* mu
-    cdef const double* hp
-    cdef double x, diff
     if em.mode == EMIT_ROWS:
         _load(out, em.L + t * em.K, em.K)
     elif em.mode == EMIT_TABLE:
-        _load(out, em.P + em.sym[t] * Kp, Kp)
-    else:  # -½ Σ_d (x_d - μ_kd)² / σ²_kd + c_k, the form of avicore.emissions.gaussian_diag_log_lik
-        _load(out, em.P + 2 * em.D * Kp, Kp)
-        for d in range(em.D):
-            x = em.X[t * em.D + d]
-            mu = em.P + d * Kp
-            hp = em.P + (em.D + d) * Kp
-            for j in range(Kp):
-                diff = x - mu[j]
-                out[j] = out[j] - diff * diff * hp[j]
+        avi_copy(out, em.P + em.sym[t] * em.Kp, em.Kp)
+    elif em.mode == EMIT_DIAG:  # -½ Σ_d (x_d - μ_kd)² / σ²_kd + c_k, as avicore.emissions.gaussian_diag_log_lik
+        avi_diag_row(out, em.X + t * em.D, em.D, em.P, em.Kp)
+    elif em.mode == EMIT_FULL:  # -½ ‖L_k⁻¹ (x - μ_k)‖² + c_k, as avicore.emissions.gaussian_full_log_lik
+        avi_full_row(out, em.X + t * em.D, em.D, em.P, em.Kp)
+    else:
+        avi_linear_row(out, em.X + t * em.D, em.D, em.P, em.Kp)
 
 
 cdef int _scaled_forward(const Model* md, const Emission* em, Py_ssize_t row0, double* alpha, Py_ssize_t stride,
                          double* r, Py_ssize_t n, double* ws, double* loglik) noexcept nogil:
     """Normalised forward pass over rows row0..row0+n-1; alpha rows (``stride`` apart, K or Kp values) get the
-    filtered probabilities, and r rows (Kp apart, unless r is NULL) the scaled emissions e_t / c_t. 0, or 1: use
-    log space.
+    filtered probabilities, and r rows (unless r is NULL; then stride must be Kp) the scaled emissions e_t / c_t.
+    0, or 1: use log space.
 
     The shift m_t is first the step's maximum over all states, which keeps the K exps off the alpha dependency
     chain; only if that underflows for a reachable state is the step redone with the maximum over reachable
@@ -205,12 +213,13 @@ cdef int _scaled_forward(const Model* md, const Emission* em, Py_ssize_t row0, d
             if avi_emit(e, lrow, pred, u, TINY, Kp, &c):
                 return 1
         inv = 1.0 / c
-        for j in range(Kp):
-            cur[j] = u[j] * inv
-        _load(alpha + t * stride, cur, stride)
-        if r != NULL:
+        if r != NULL:                # EM: alpha rows are Kp apart; the next step reads alpha_t where it lies
+            cur = alpha + t * Kp
+            avi_scale2(cur, u, r + t * Kp, e, inv, Kp)
+        else:
             for j in range(Kp):
-                r[t * Kp + j] = e[j] * inv
+                cur[j] = u[j] * inv
+            _load(alpha + t * stride, cur, stride)
         swap = lrow
         lrow = lnext
         lnext = swap
@@ -653,25 +662,6 @@ cdef inline bint _em_reserve(EmWork* w, Py_ssize_t n, Py_ssize_t Kp) noexcept no
     return w.seq != NULL
 
 
-cdef inline void _em_add(const double* g, Py_ssize_t Kp, const double* Ft, Py_ssize_t nf, const int64_t* sym,
-                         Py_ssize_t t, double* post, double* wsum, double* symc) noexcept nogil:
-    """post += g; wsum[f] += F[t, f] g; symc[sym[t]] += g (the sufficient statistics of one step)."""
-    cdef Py_ssize_t f, j
-    cdef double x
-    cdef double* row
-    for j in range(Kp):
-        post[j] += g[j]
-    for f in range(nf):
-        x = Ft[f]
-        row = wsum + f * Kp
-        for j in range(Kp):
-            row[j] += x * g[j]
-    if sym != NULL:
-        row = symc + sym[t] * Kp
-        for j in range(Kp):
-            row[j] += g[j]
-
-
 cdef void _em_backward(const Model* md, const double* alpha, const double* r, Py_ssize_t n, double* ws,
                        const double* F, Py_ssize_t nf, const int64_t* sym, Py_ssize_t n_symbols,
                        double* acc) noexcept nogil:
@@ -694,29 +684,23 @@ cdef void _em_backward(const Model* md, const double* alpha, const double* r, Py
     cdef double* wsum = post + Kp
     cdef double* symc = wsum + nf * Kp
     cdef const double* a_t
-    cdef const double* a_next
-    cdef const double* r_next
     _fill(xiT, 0.0, Kp * Kp)
     _fill(beta, 0.0, Kp)
     _fill(beta, 1.0, K)
-    _load(g, alpha + (n - 1) * Kp, Kp)
-    _em_add(g, Kp, F + (n - 1) * nf, nf, sym, n - 1, post, wsum, symc)
+    avi_copy(g, alpha + (n - 1) * Kp, Kp)
+    avi_em_add(g, F + (n - 1) * nf, nf, symc + sym[n - 1] * Kp if sym != NULL else NULL, post, wsum, Kp)
     for t in range(n - 2, -1, -1):
         a_t = alpha + t * Kp
-        a_next = a_t + Kp
-        r_next = r + (t + 1) * Kp
-        for j in range(Kp):
-            v[j] = r_next[j] * beta[j] if a_next[j] > 0.0 else 0.0
+        avi_masked_mul(v, a_t + Kp, r + (t + 1) * Kp, beta, Kp)
         avi_matvec(md.At, v, beta, K, Kp)
-        _load(wbuf + nb * Kp, v, Kp)
-        _load(abuf + nb * Kp, a_t, Kp)
+        avi_copy(wbuf + nb * Kp, v, Kp)
+        avi_copy(abuf + nb * Kp, a_t, Kp)
         nb += 1
         if nb == NB:
             avi_rank_update(xiT, wbuf, abuf, nb, K, Kp)
             nb = 0
-        for j in range(Kp):
-            g[j] = a_t[j] * beta[j]
-        _em_add(g, Kp, F + t * nf, nf, sym, t, post, wsum, symc)
+        avi_mul(g, a_t, beta, Kp)
+        avi_em_add(g, F + t * nf, nf, symc + sym[t] * Kp if sym != NULL else NULL, post, wsum, Kp)
     if nb:
         avi_rank_update(xiT, wbuf, abuf, nb, K, Kp)
     for j in range(Kp):
@@ -736,8 +720,8 @@ def cy_em_expectations(int mode, const double[:, ::1] log_lik, const double[:, :
                        int num_threads):
     """Forward-backward of every sequence reduced to EM's sufficient statistics, chunk c into acc_out[c].
 
-    ``mode``: EMIT_ROWS (``log_lik`` rows), EMIT_DIAG (``X`` and the parameter block ``P``) or EMIT_TABLE
-    (``symbols`` and ``P``); see ``Emission``. ``features`` (T, nf) are the per-row values whose posterior-weighted
+    ``mode``: EMIT_ROWS (``log_lik`` rows), EMIT_DIAG, EMIT_FULL, EMIT_LINEAR (``X`` and the parameter block
+    ``P``) or EMIT_TABLE (``symbols`` and ``P``); see ``Emission``. ``features`` (T, nf) are the per-row values whose posterior-weighted
     sums are wanted; ``n_symbols`` > 0 adds posterior-weighted symbol counts (``symbols``). Chunks run in ``order``
     (longest first) on a dynamic schedule, each into its own row of ``acc_out``: results do not depend on the
     thread count. Sequences the scaled pass cannot do get status HMM_FALLBACK and add nothing. Returns the number

@@ -225,18 +225,32 @@ class PoissonHMM(BaseHMM):
         self.lambdas_ = lam.copy()
         self.n_features = self.n_features_in_ = lam.shape[1]
 
+    def _row_log_factorials(self, X: np.ndarray) -> np.ndarray:
+        """``Σ_d log x_td!`` per row (kept for the fit's X: the same at every EM iteration)."""
+        cache = self._fit_cache
+        if cache is not None and cache.get("lgamma_of") is X:
+            return cache["lgamma"]
+        lgamma = gammaln(X + 1.0).sum(axis=1)
+        if cache is not None:
+            cache["lgamma_of"], cache["lgamma"] = X, lgamma
+        return lgamma
+
     def _compute_log_likelihood(self, X: np.ndarray) -> np.ndarray:
-        cache = self._fit_cache  # log x! is the same at every EM iteration of one fit
-        if cache is not None and "lgamma" in cache:
-            lgamma = cache["lgamma"]
-        else:
-            lgamma = gammaln(X + 1.0).sum(axis=1)
-            if cache is not None:
-                cache["lgamma"] = lgamma
         out = X @ np.log(self.lambdas_).T
         out -= self.lambdas_.sum(axis=1)
-        out -= lgamma[:, None]
+        out -= self._row_log_factorials(X)[:, None]
         return out
+
+    def _em_emission(self, X: np.ndarray) -> hmm_em.Emission:
+        lgamma = self._row_log_factorials(X)
+        log_rates, total = np.log(self.lambdas_), self.lambdas_.sum(axis=1)
+
+        def log_lik_of(rows):
+            out = X[rows] @ log_rates.T
+            out -= total
+            out -= lgamma[rows][:, None]
+            return out
+        return hmm_em.Emission(log_lik_of, "linear", (X, log_rates, -total, -lgamma))
 
     def _em_inputs(self, X: np.ndarray) -> tuple[np.ndarray | None, None, int]:
         return (X if "l" in self.params else None), None, 0

@@ -241,7 +241,8 @@ class GaussianHMM(BaseHMM):
             variances = self._covars_ if self.covariance_type == "diag" else np.repeat(
                 self._covars_[:, None], X.shape[1], axis=1)
             return hmm_em.Emission(log_lik_of, "diag", (X, self.means_, variances))
-        return hmm_em.Emission(log_lik_of)
+        covars = full_covars(self._covars_, self.covariance_type, self.n_components, X.shape[1])
+        return hmm_em.Emission(log_lik_of, "full", (X, self.means_, covars))
 
     def _em_inputs(self, X: np.ndarray) -> tuple[np.ndarray | None, None, int]:
         if "m" not in self.params and "c" not in self.params:

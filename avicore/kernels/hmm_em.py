@@ -32,7 +32,7 @@ from . import hmm as _hmm
 #: Status of a sequence the Cython EM kernel left to the generic kernel (see src_cython/hmm.pyx).
 STATUS_FALLBACK = 5
 #: Emission sources of the Cython kernel (``Emission.mode`` in src_cython/hmm.pyx).
-EMIT_ROWS, EMIT_DIAG, EMIT_TABLE = 0, 1, 2
+EMIT_ROWS, EMIT_DIAG, EMIT_TABLE, EMIT_FULL, EMIT_LINEAR = 0, 1, 2, 3, 4
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,11 @@ class Emission:
     ``log_lik_of(rows)`` gives the (len(rows), n_states) log-likelihoods of the batch rows ``rows`` (an index array,
     or ``slice(None)`` for all): every backend can use it. ``kind`` and ``params`` let the Cython kernel compute them
     in its forward pass instead: ``"rows"`` (``params = ()``: it reads ``log_lik_of(slice(None))``), ``"diag"``
-    (``params = (X, means, variances)``) or ``"table"`` (``params = (log_emissionprob (n_states, n_symbols), symbols
-    (n_samples,) int64)``; when statistics ``symbols`` are given too they must be these).
+    (``params = (X, means, variances)``), ``"full"`` (``params = (X, means, covariances)``), ``"linear"``
+    (``params = (X, W (n_states, n_features), c (n_states,), row_shift (n_samples,))``: ``c_k + W_k · x_t +
+    row_shift[t]``, the shift added per sequence after the pass — Poisson's ``-Σ_d log x_td!``) or ``"table"``
+    (``params = (log_emissionprob (n_states, n_symbols), symbols (n_samples,) int64)``; when statistics
+    ``symbols`` are given too they must be these).
     """
 
     log_lik_of: Callable[[np.ndarray | slice], np.ndarray]
@@ -118,6 +121,26 @@ def _em_params(emission: Emission, K: int, Kp: int) -> tuple[int, np.ndarray, np
         P[2 * D] = -np.inf
         P[2 * D, :K] = -0.5 * (D * np.log(2.0 * np.pi) + np.log(variances).sum(axis=1))
         return EMIT_DIAG, np.ascontiguousarray(X, dtype=np.float64), P
+    if emission.kind == "full":
+        X, means, covariances = emission.params
+        D = X.shape[1]
+        chols = np.linalg.cholesky(covariances)
+        inv = np.linalg.inv(chols)  # lower triangular L_k⁻¹
+        i, j = np.tril_indices(D)
+        P = np.zeros((D + len(i) + 1, Kp))
+        P[:D, :K] = means.T
+        P[D:D + len(i), :K] = inv[:, i, j].T
+        P[-1] = -np.inf
+        P[-1, :K] = -np.log(np.diagonal(chols, axis1=1, axis2=2)).sum(axis=1) - 0.5 * D * np.log(2.0 * np.pi)
+        return EMIT_FULL, np.ascontiguousarray(X, dtype=np.float64), P
+    if emission.kind == "linear":
+        X, W, c = emission.params[:3]
+        D = X.shape[1]
+        P = np.zeros((D + 1, Kp))
+        P[:D, :K] = W.T
+        P[D] = -np.inf
+        P[D, :K] = c
+        return EMIT_LINEAR, np.ascontiguousarray(X, dtype=np.float64), P
     if emission.kind == "table":
         log_emissionprob = emission.params[0]
         P = np.full((log_emissionprob.shape[1], Kp), -np.inf)
@@ -159,6 +182,8 @@ def _em_sums_cython(emission: Emission, log_transmat: np.ndarray, log_startprob:
     start, post = rest[0].copy(), rest[1].copy()
     weighted = rest[2:2 + nf].copy() if nf else None
     counts = rest[2 + nf:].copy() if ns else None
+    if emission.kind == "linear":
+        log_likelihood += np.add.reduceat(emission.params[3], offsets[:-1])
     redo = np.flatnonzero(status == STATUS_FALLBACK)
     if redo.size:  # the generic kernel (with its log-space fallback) on those sequences, added in sequence order
         lengths = offsets[redo + 1] - offsets[redo]
