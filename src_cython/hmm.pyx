@@ -140,8 +140,10 @@ cdef struct Emission:
     Py_ssize_t D
     const double* P        # EMIT_DIAG: means (D, Kp), ½ precisions (D, Kp), constants (Kp, -inf padded);
                            # EMIT_FULL: means (D, Kp), lower triangle of L⁻¹ by rows (D(D+1)/2, Kp), constants;
-                           # EMIT_LINEAR: W (D, Kp), constants; EMIT_TABLE: log table (n_symbols, Kp), -inf padded
+                           # EMIT_LINEAR: W (D, Kp), constants; EMIT_TABLE: log table (n_symbols, Kp), -inf padded,
+                           # then exp(row - its max) (n_symbols, Kp), then the maxima (column 0 of n_symbols rows)
     const int64_t* sym     # EMIT_TABLE: symbol of each row
+    Py_ssize_t n_symbols   # EMIT_TABLE
 
 
 cdef enum:
@@ -186,6 +188,8 @@ cdef int _scaled_forward(const Model* md, const Emission* em, Py_ssize_t row0, d
     cdef double* swap                # when the row is read back as vectors (no store-forwarding stall)
     cdef double m, c, inv, total = 0.0
     cdef double prod = 1.0           # product of the c_t not yet added to total as a log
+    cdef int64_t symbol
+    cdef bint table = em.mode == EMIT_TABLE
     _fill(cur, 0.0, Kp)
     _fill(lrow + K, -INFINITY, Kp - K)
     _fill(lnext + K, -INFINITY, Kp - K)
@@ -193,10 +197,16 @@ cdef int _scaled_forward(const Model* md, const Emission* em, Py_ssize_t row0, d
     for t in range(n):
         if t + 1 < n:
             _emission_row(em, row0 + t + 1, lnext)
-        m = avi_max(lrow, Kp)
+        if table:                    # the table's rows come shifted and exponentiated
+            symbol = em.sym[row0 + t]
+            m = em.P[(2 * em.n_symbols + symbol) * Kp]
+            avi_copy(e, em.P + (em.n_symbols + symbol) * Kp, Kp)
+        else:
+            m = avi_max(lrow, Kp)
         if m == -INFINITY:           # every emission impossible at this step
             return 1
-        avi_exp_shift(lrow, m, e, Kp)
+        if not table:
+            avi_exp_shift(lrow, m, e, Kp)
         if t == 0:
             _load(pred, md.pi, Kp)
         else:
@@ -392,6 +402,7 @@ cdef Emission _rows(const double* L, Py_ssize_t K, Py_ssize_t Kp) noexcept nogil
     em.D = 0
     em.P = NULL
     em.sym = NULL
+    em.n_symbols = 0
     return em
 
 
@@ -747,6 +758,7 @@ def cy_em_expectations(int mode, const double[:, ::1] log_lik, const double[:, :
     em.D = X.shape[1]
     em.P = &P[0, 0]
     em.sym = &symbols[0]
+    em.n_symbols = P.shape[0] // 3 if mode == EMIT_TABLE else 0
     if num_threads < 1:
         num_threads = 1
     works = <EmWork*> malloc(num_threads * sizeof(EmWork))

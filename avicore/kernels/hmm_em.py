@@ -143,8 +143,14 @@ def _em_params(emission: Emission, K: int, Kp: int) -> tuple[int, np.ndarray, np
         return EMIT_LINEAR, np.ascontiguousarray(X, dtype=np.float64), P
     if emission.kind == "table":
         log_emissionprob = emission.params[0]
-        P = np.full((log_emissionprob.shape[1], Kp), -np.inf)
-        P[:, :K] = log_emissionprob.T
+        M = log_emissionprob.shape[1]
+        P = np.full((3 * M, Kp), -np.inf)  # log rows | exp(rows - max) | maxima (column 0)
+        P[:M, :K] = log_emissionprob.T
+        shift = P[:M].max(axis=1)
+        with np.errstate(invalid="ignore"):
+            P[M:2 * M] = np.where(P[:M] > -np.inf, np.exp(P[:M] - np.where(shift > -np.inf, shift, 0.0)[:, None]),
+                                  0.0)
+        P[2 * M:, 0] = shift
         return EMIT_TABLE, dummy, P
     return EMIT_ROWS, dummy, dummy
 
