@@ -426,17 +426,18 @@ cdef Model _model(const double[:, ::1] A, const double[:, ::1] At, const double[
 def cy_forward_backward(const double[:, ::1] log_lik, const double[:, ::1] A, const double[:, ::1] At,
                         const double[::1] pi, const double[:, ::1] log_transmat, const double[:, ::1] log_transmat_t,
                         const double[::1] log_startprob, bint all_log, bint check_reach,
-                        const int64_t[::1] offsets, const int64_t[::1] chunks, double[:, ::1] posteriors,
-                        double[::1] log_likelihood, double[:, :, ::1] counts, signed char[::1] status,
-                        int num_threads):
-    """Forward-backward of every sequence; chunk c (sequences chunks[c]:chunks[c+1]) adds into counts[c].
+                        const int64_t[::1] offsets, const int64_t[::1] chunks, const int64_t[::1] order,
+                        double[:, ::1] posteriors, double[::1] log_likelihood, double[:, :, ::1] counts,
+                        signed char[::1] status, int num_threads):
+    """Forward-backward of every sequence; chunk c (sequences chunks[c]:chunks[c+1]) adds into counts[c]. Chunks
+    run in ``order`` (longest first) on a dynamic schedule.
 
     ``A``, ``At``, ``pi``: the padded probability-space model (see avicore/kernels/hmm.py ``_prepare_model``).
     Returns the number of chunks whose workspace could not be allocated (0 on success).
     """
     cdef Model md = _model(A, At, pi, log_transmat, log_transmat_t, log_startprob, all_log, check_reach)
     cdef Py_ssize_t n_chunks = chunks.shape[0] - 1
-    cdef Py_ssize_t K = md.K, Kp = md.Kp, c, s, b, e
+    cdef Py_ssize_t K = md.K, Kp = md.Kp, i, c, s, b, e
     cdef Py_ssize_t ws_size = 6 * Kp + Kp * Kp + 2 * NB * Kp + 3 * K
     cdef double* ws
     cdef int failed = 0
@@ -445,7 +446,8 @@ def cy_forward_backward(const double[:, ::1] log_lik, const double[:, ::1] A, co
     ws = NULL
     with nogil, parallel(num_threads=num_threads):
         ws = _ws_alloc(ws_size)
-        for c in prange(n_chunks, schedule="dynamic"):
+        for i in prange(n_chunks, schedule="dynamic"):
+            c = order[i]
             if ws == NULL:
                 failed += 1
                 continue

@@ -103,12 +103,6 @@ def _em_sums_generic(backend: str, emission: Emission, log_transmat: np.ndarray,
     return EMSums(np.asarray(ll), np.asarray(trans), np.asarray(start), post, weighted, counts)
 
 
-def _chunk_order(offsets: np.ndarray, chunks: np.ndarray) -> np.ndarray:
-    """Chunks by decreasing number of rows (ties by index): the longest start first, so the last ones are short."""
-    rows = offsets[chunks[1:]] - offsets[chunks[:-1]]
-    return np.lexsort((np.arange(len(rows)), -rows)).astype(np.int64)
-
-
 def _em_params(emission: Emission, K: int, Kp: int) -> tuple[int, np.ndarray, np.ndarray]:
     """(mode, X, P) for cy_em_expectations: P is the padded parameter block of ``Emission`` in src_cython/hmm.pyx."""
     dummy = np.zeros((1, 1))
@@ -180,7 +174,7 @@ def _em_sums_cython(emission: Emission, log_transmat: np.ndarray, log_startprob:
     status = np.empty(n_seq, dtype=np.int8)
     _hmm._check_alloc(_hmm._cy().cy_em_expectations(
         mode, log_lik, X, P, syms, md["A"], md["At"], md["pi"], md["log_transmat"], md["log_transmat_t"],
-        md["log_startprob"], md["all_log"], md["check_reach"], offsets, chunks, _chunk_order(offsets, chunks),
+        md["log_startprob"], md["all_log"], md["check_reach"], offsets, chunks, _hmm.chunk_order(offsets, chunks),
         feats, nf, ns, acc, log_likelihood, status, _config.get_num_threads()))
     total = acc.sum(axis=0)
     trans = total[:K * K].reshape(K, K)

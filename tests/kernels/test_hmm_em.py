@@ -16,6 +16,7 @@ from scipy.special import gammaln
 
 import avicore
 from avicore import emissions
+from avicore.kernels import hmm as kh
 from avicore.kernels import hmm_em
 from tests.conftest import SEED
 from tests.reference import offsets_of, random_problem
@@ -148,4 +149,4 @@ def test_em_sums_are_bit_identical_for_any_thread_count(kind, monkeypatch):
 def test_chunks_run_longest_first_and_every_chunk_once():
     offsets = offsets_of([5, 100, 3, 100, 7], 215)
     chunks = np.array([0, 1, 2, 4, 5], dtype=np.int64)  # rows per chunk: 5, 100, 103, 7
-    assert hmm_em._chunk_order(offsets, chunks).tolist() == [2, 1, 3, 0]
+    assert kh.chunk_order(offsets, chunks).tolist() == [2, 1, 3, 0]
