@@ -6,6 +6,7 @@
  * auto-vectorised loops of that length spend more time in their alias checks and remainders than in the work.
  *
  *   avi_copy(dst, src, Kp)                     dst[j] = src[j]
+ *   avi_scale(dst, src, s, Kp)                 dst[j] = src[j] * s
  *   avi_scale2(a, u, r, e, inv, Kp)            a[j] = u[j] * inv, r[j] = e[j] * inv
  *   avi_masked_mul(v, a, r, b, Kp)             v[j] = a[j] > 0 ? r[j] * b[j] : 0
  *   avi_mul(g, a, b, Kp)                       g[j] = a[j] * b[j]
@@ -25,6 +26,11 @@
 
 AVI_INLINE void avi_copy(double* dst, const double* src, ptrdiff_t Kp) {
     for (ptrdiff_t j = 0; j < Kp; j += 4) avi_store(dst + j, avi_load(src + j));
+}
+
+AVI_INLINE void avi_scale(double* dst, const double* src, double s, ptrdiff_t Kp) {
+    avi_v4 sv = avi_set1(s);
+    for (ptrdiff_t j = 0; j < Kp; j += 4) avi_store(dst + j, avi_load(src + j) * sv);
 }
 
 AVI_INLINE void avi_scale2(double* a, const double* u, double* r, const double* e, double inv, ptrdiff_t Kp) {
@@ -96,6 +102,10 @@ AVI_INLINE void avi_linear_row(double* out, const double* x, ptrdiff_t D, const 
 
 static inline void avi_copy(double* dst, const double* src, ptrdiff_t Kp) {
     for (ptrdiff_t j = 0; j < Kp; j++) dst[j] = src[j];
+}
+
+static inline void avi_scale(double* dst, const double* src, double s, ptrdiff_t Kp) {
+    for (ptrdiff_t j = 0; j < Kp; j++) dst[j] = src[j] * s;
 }
 
 static inline void avi_scale2(double* a, const double* u, double* r, const double* e, double inv, ptrdiff_t Kp) {

@@ -47,6 +47,7 @@ cdef extern from "_hmm_simd.h" nogil:
 
 cdef extern from "_hmm_em_simd.h" nogil:
     void avi_copy(double* dst, const double* src, Py_ssize_t Kp)
+    void avi_scale(double* dst, const double* src, double s, Py_ssize_t Kp)
     void avi_scale2(double* a, const double* u, double* r, const double* e, double inv, Py_ssize_t Kp)
     void avi_masked_mul(double* v, const double* a, const double* r, const double* b, Py_ssize_t Kp)
     void avi_mul(double* g, const double* a, const double* b, Py_ssize_t Kp)
@@ -174,23 +175,29 @@ cdef int _scaled_forward(const Model* md, const Emission* em, Py_ssize_t row0, d
     filtered probabilities, and r rows (unless r is NULL; then stride must be Kp) the scaled emissions e_t / c_t.
     0, or 1: use log space.
 
+    The next step's predictions are computed from u_t = alpha_t c_t and the normaliser applied to its emissions
+    (u_{t+1} = (e_{t+1} / c_t) ⊙ (u_t A)), so the reciprocal of c_t is off the dependency chain from one step to
+    the next; after a c_t below 1e-20 the step normalises first (u_t A could otherwise underflow unnoticed).
     The shift m_t is first the step's maximum over all states, which keeps the K exps off the alpha dependency
     chain; only if that underflows for a reachable state is the step redone with the maximum over reachable
     states (the shift of the module docstring), and only if that underflows too does the sequence go to log space.
     """
     cdef Py_ssize_t K = md.K, Kp = md.Kp, t, j
-    cdef double* cur = ws            # alpha_{t-1}, zero-padded
-    cdef double* pred = ws + Kp      # pred_t = alpha_{t-1} A
+    cdef double* cur = ws            # u_{t-1} (alpha_{t-1} · c_{t-1}), or alpha_{t-1} after a tiny c; zero-padded
+    cdef double* pred = ws + Kp      # cur A: pred_t times c_{t-1} (or 1)
     cdef double* lrow = ws + 2 * Kp  # log_lik[t], padded with -inf
     cdef double* e = ws + 3 * Kp     # exp(log_lik[t] - m)
-    cdef double* u = ws + 4 * Kp     # e * pred
+    cdef double* u = ws + 4 * Kp     # e * pred_t
     cdef double* lnext = ws + 5 * Kp # log_lik[t + 1], copied a step ahead: the scalar stores have long retired
+    cdef double* es = ws + 6 * Kp    # e / c_{t-1} (or e)
     cdef double* swap                # when the row is read back as vectors (no store-forwarding stall)
     cdef double m, c, inv, total = 0.0
+    cdef double scale = 1.0          # 1 / c_{t-1} while cur holds u_{t-1}
     cdef double prod = 1.0           # product of the c_t not yet added to total as a log
     cdef int64_t symbol
     cdef bint table = em.mode == EMIT_TABLE
     _fill(cur, 0.0, Kp)
+    _fill(u, 0.0, Kp)
     _fill(lrow + K, -INFINITY, Kp - K)
     _fill(lnext + K, -INFINITY, Kp - K)
     _emission_row(em, row0, lrow)
@@ -211,25 +218,34 @@ cdef int _scaled_forward(const Model* md, const Emission* em, Py_ssize_t row0, d
             _load(pred, md.pi, Kp)
         else:
             avi_matvec(md.A, cur, pred, K, Kp)
+        avi_scale(es, e, scale, Kp)  # u_t = (e_t / c_{t-1}) (u_{t-1} A): the division is off the u chain
         if md.check_reach and t > 0:
             for j in range(K):
                 if pred[j] == 0.0 and lrow[j] > -INFINITY and _reaches(md, cur, j):
                     return 1
-        if avi_emit(e, lrow, pred, u, TINY, Kp, &c) or c == 0.0:
+        if avi_emit(es, lrow, pred, u, TINY, Kp, &c) or c == 0.0:
             m = avi_masked_max(lrow, pred, Kp)
             if m == -INFINITY:
                 return 1
             avi_exp_shift(lrow, m, e, Kp)
-            if avi_emit(e, lrow, pred, u, TINY, Kp, &c):
+            avi_scale(es, e, scale, Kp)
+            if avi_emit(es, lrow, pred, u, TINY, Kp, &c):
                 return 1
         inv = 1.0 / c
-        if r != NULL:                # EM: alpha rows are Kp apart; the next step reads alpha_t where it lies
-            cur = alpha + t * Kp
-            avi_scale2(cur, u, r + t * Kp, e, inv, Kp)
+        if r != NULL:                # EM: alpha and r rows, Kp apart
+            avi_scale2(alpha + t * Kp, u, r + t * Kp, e, inv, Kp)
+        else:
+            for j in range(stride):
+                alpha[t * stride + j] = u[j] * inv
+        if c >= 1e-20:               # u_t A stays >= 1e-20 pred_{t+1}: no underflow TINY would not catch
+            swap = cur
+            cur = u
+            u = swap
+            scale = inv
         else:
             for j in range(Kp):
                 cur[j] = u[j] * inv
-            _load(alpha + t * stride, cur, stride)
+            scale = 1.0
         swap = lrow
         lrow = lnext
         lnext = swap
@@ -624,7 +640,7 @@ def cy_sample_posterior(const double[:, ::1] log_lik, const double[:, ::1] A, co
     cdef double* al = &alpha[0, 0]
     ws = NULL
     with nogil, parallel(num_threads=num_threads):
-        ws = _ws_alloc(6 * Kp + K)
+        ws = _ws_alloc(7 * Kp + K)
         for s in prange(n_seq, schedule="dynamic"):
             if ws == NULL:
                 failed += 1
@@ -745,7 +761,7 @@ def cy_em_expectations(int mode, const double[:, ::1] log_lik, const double[:, :
     cdef Py_ssize_t n_chunks = chunks.shape[0] - 1
     cdef Py_ssize_t K = md.K, Kp = md.Kp, i, c, s, b, e
     cdef Py_ssize_t acc_size = acc_out.shape[1]
-    cdef Py_ssize_t vec_size = max(6 * Kp, 3 * Kp + Kp * Kp + 2 * NB * Kp)
+    cdef Py_ssize_t vec_size = max(7 * Kp, 3 * Kp + Kp * Kp + 2 * NB * Kp)
     cdef EmWork* works
     cdef EmWork* w
     cdef double* acc
