@@ -63,6 +63,12 @@ batch uses the counter-based uniform ``u[s, t]`` of :mod:`avicore.kernels._count
 smallest k with ``u · Σw < w_0 + … + w_k`` (left-to-right sums), else the last k with ``w_k > 0``. Draws are
 identical on every backend (barring a uniform within rounding, ~1e-15, of a CDF step).
 
+Threads (compiled backends): sequences are grouped into fixed chunks of about equal rows (``_chunks``, a function of
+``offsets`` and K only), each chunk adds into its own count accumulator, and the accumulators are summed in chunk
+order, so the results are the same bits for every thread count; the Cython kernel hands the chunks out longest
+first (``chunk_order``) on a dynamic schedule. EM's E-step has a one-pass variant that never writes the posteriors
+(:mod:`avicore.kernels.hmm_em`).
+
 Cost per step (compiled forward-backward): 3K² multiply-adds, plus K² to recompute ``pred`` in the backward pass
 (cheaper than storing it or redoing K ``exp``), and K ``exp`` (vectorised in the Cython kernel); memory beyond the
 outputs is O(K²) per thread. The Cython kernel's SIMD primitives are in ``src_cython/_hmm_simd.h``.
