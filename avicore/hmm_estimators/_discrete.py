@@ -121,13 +121,23 @@ class CategoricalHMM(BaseHMM):
 
     def _em_emission(self, X: np.ndarray) -> hmm_em.Emission:
         log_b = log_of(self.emissionprob_)
-        return hmm_em.Emission(lambda rows: np.ascontiguousarray(log_b.T[X[rows, 0]]), "table",
-                               (log_b, X[:, 0]))
+        symbols = self._symbols(X)
+        return hmm_em.Emission(lambda rows: np.ascontiguousarray(log_b.T[symbols[rows]]), "table", (log_b, symbols))
+
+    def _symbols(self, X: np.ndarray) -> np.ndarray:
+        """X's symbols as a contiguous int64 vector (kept for the fit's X: the same at every EM iteration)."""
+        cache = self._fit_cache
+        if cache is not None and cache.get("symbols_of") is X:
+            return cache["symbols"]
+        symbols = np.ascontiguousarray(X[:, 0], dtype=np.int64)
+        if cache is not None:
+            cache["symbols_of"], cache["symbols"] = X, symbols
+        return symbols
 
     def _em_inputs(self, X: np.ndarray) -> tuple[None, np.ndarray | None, int]:
         if "e" not in self.params:
             return None, None, 0
-        return None, np.ascontiguousarray(X[:, 0]), self._n_symbols_
+        return None, self._symbols(X), self._n_symbols_
 
     def _emission_stats_from_sums(self, sums: hmm_em.EMSums) -> dict[str, Any]:
         return {} if sums.symbol_counts is None else {"obs": sums.symbol_counts.T}
@@ -225,15 +235,15 @@ class PoissonHMM(BaseHMM):
         self.lambdas_ = lam.copy()
         self.n_features = self.n_features_in_ = lam.shape[1]
 
-    def _row_log_factorials(self, X: np.ndarray) -> np.ndarray:
-        """``Σ_d log x_td!`` per row (kept for the fit's X: the same at every EM iteration)."""
+    def _row_log_factorials(self, X: np.ndarray, sign: float = 1.0) -> np.ndarray:
+        """``sign · Σ_d log x_td!`` per row (kept for the fit's X: the same at every EM iteration)."""
         cache = self._fit_cache
         if cache is not None and cache.get("lgamma_of") is X:
-            return cache["lgamma"]
+            return cache["lgamma"] if sign > 0 else cache["-lgamma"]
         lgamma = gammaln(X + 1.0).sum(axis=1)
         if cache is not None:
-            cache["lgamma_of"], cache["lgamma"] = X, lgamma
-        return lgamma
+            cache["lgamma_of"], cache["lgamma"], cache["-lgamma"] = X, lgamma, -lgamma
+        return lgamma if sign > 0 else -lgamma
 
     def _compute_log_likelihood(self, X: np.ndarray) -> np.ndarray:
         out = X @ np.log(self.lambdas_).T
@@ -250,7 +260,7 @@ class PoissonHMM(BaseHMM):
             out -= total
             out -= lgamma[rows][:, None]
             return out
-        return hmm_em.Emission(log_lik_of, "linear", (X, log_rates, -total, -lgamma))
+        return hmm_em.Emission(log_lik_of, "linear", (X, log_rates, -total, self._row_log_factorials(X, -1.0)))
 
     def _em_inputs(self, X: np.ndarray) -> tuple[np.ndarray | None, None, int]:
         return (X if "l" in self.params else None), None, 0
