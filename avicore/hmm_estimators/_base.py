@@ -3,9 +3,11 @@
 :class:`BaseHMM` follows hmmlearn's ``BaseHMM`` (constructor arguments, ``params``/``init_params`` letters,
 Dirichlet priors and MAP EM, ``monitor_``, ``fit``/``score``/``decode``/``sample``) and scikit-learn's estimator
 conventions (``get_params``/``set_params``, ``clone``, trailing-underscore fitted attributes, ``n_features_in_``),
-without depending on either package. Its E-step is one call of avicore's forward-backward kernel over every sequence
-at once (:data:`avicore.kernels.hmm.FORWARD_BACKWARD`); subclasses supply the emission log-likelihoods (one
-vectorised pass over all rows), their sufficient statistics and their M-step.
+without depending on either package. Its E-step is one kernel call over every sequence at once: where a model's
+emission statistics are posterior-weighted sums of fixed per-row features (``_em_inputs``: Gaussian, Poisson,
+categorical), :func:`avicore.kernels.hmm_em.em_sums` returns them directly (on the cython backend one fused pass that
+never writes the posteriors, its emissions computed in the pass — ``_em_emission``); otherwise (``GMMHMM``) the
+forward-backward kernel's posteriors go to ``_emission_stats``. Subclasses supply those hooks and their M-step.
 """
 
 from __future__ import annotations
@@ -130,8 +132,9 @@ class BaseHMM:
     """Base of the EM-fitted HMMs: hmmlearn's interface, avicore's kernels.
 
     Subclasses define ``_emission_codes`` (the ``params`` letters of their emission parameters) and the hooks
-    ``_check_X``, ``_init_emissions``, ``_check_emissions``, ``_compute_log_likelihood``, ``_emission_stats``,
-    ``_mstep_emissions``, ``_generate_sample_from_state`` and ``_n_fit_scalars``.
+    ``_check_X``, ``_init_emissions``, ``_check_emissions``, ``_compute_log_likelihood``, ``_em_emission``,
+    ``_em_inputs`` with ``_emission_stats_from_sums`` (or ``_emission_stats``), ``_mstep_emissions``,
+    ``_generate_sample_from_state`` and ``_n_fit_scalars``.
     """
 
     _emission_codes = ""
