@@ -10,6 +10,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 import avicore
 from avicore.hmm import GaussianHMM
+from avicore.kernels import hmm_em
 
 from ._fixtures import LAST_CENTRES, history, ragged_gaussian, random_covars, set_params
 
@@ -221,6 +222,7 @@ def test_fit_is_bit_identical_for_any_thread_count(rng, covariance_type, monkeyp
     fits = []
     for n in (1, 2):
         monkeypatch.setattr(avicore._config, "_num_threads", n)
+        monkeypatch.setattr(hmm_em, "_threads", lambda n_rows, n_states, n=n: n)  # small data: force n threads
         model, _ = _twins(np.random.default_rng(5), covariance_type)
         fits.append(model.set_params(backend="cython", n_iter=4).fit(X, lengths))
     assert_array_equal(history(fits[0]), history(fits[1]))

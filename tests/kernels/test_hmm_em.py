@@ -139,6 +139,7 @@ def test_em_sums_are_bit_identical_for_any_thread_count(kind, monkeypatch):
     outs = []
     for n in (1, 2):
         monkeypatch.setattr(avicore._config, "_num_threads", n)
+        monkeypatch.setattr(hmm_em, "_threads", lambda n_rows, n_states, n=n: n)  # small data: force n threads
         outs.append(hmm_em.em_sums("cython", emission, log_transmat, log_startprob, offsets, *inputs))
     for field in FIELDS:
         a, b = getattr(outs[0], field), getattr(outs[1], field)
@@ -150,3 +151,10 @@ def test_chunks_run_longest_first_and_every_chunk_once():
     offsets = offsets_of([5, 100, 3, 100, 7], 215)
     chunks = np.array([0, 1, 2, 4, 5], dtype=np.int64)  # rows per chunk: 5, 100, 103, 7
     assert kh.chunk_order(offsets, chunks).tolist() == [2, 1, 3, 0]
+
+
+def test_small_batches_run_on_fewer_threads(monkeypatch):
+    monkeypatch.setattr(avicore._config, "_num_threads", 8)
+    assert hmm_em._threads(10_000, 10) == 1  # ~3 ms of work: not worth a fork/join per EM iteration
+    assert hmm_em._threads(10**6, 10) == 8
+    assert hmm_em._threads(10_000, 50) == 8  # 25x the work per row
