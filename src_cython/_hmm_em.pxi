@@ -60,7 +60,7 @@ cdef void _em_backward(const Model* md, const double* alpha, const double* r, Py
         avi_mul(g, a_t, beta, Kp)
         avi_em_add(g, F + t * nf, nf, symc + sym[t] * Kp if sym != NULL else NULL, post, wsum, Kp)
     if nb:
-        avi_rank_update(xiT, wbuf, abuf, nb, K, Kp)
+        _rank_update(xiT, wbuf, abuf, nb, K, Kp)
     for j in range(Kp):
         start[j] += g[j]
     for i in range(K):

@@ -272,8 +272,14 @@ cdef inline Py_ssize_t _buffer_xi(double* xiT, double* wbuf, double* abuf, Py_ss
     avi_copy(abuf + nb * Kp, a, Kp)
     if nb + 1 < NB:
         return nb + 1
-    avi_rank_update(xiT, wbuf, abuf, NB, K, Kp)
+    _rank_update(xiT, wbuf, abuf, NB, K, Kp)
     return 0
+
+
+cdef void _rank_update(double* xiT, const double* wbuf, const double* abuf, Py_ssize_t nb, Py_ssize_t K,
+                       Py_ssize_t Kp) noexcept nogil:
+    """avi_rank_update as a function of its own: called every NB steps, it keeps the per-step code small."""
+    avi_rank_update(xiT, wbuf, abuf, nb, K, Kp)
 
 
 cdef void _scaled_backward(const Model* md, double* post, Py_ssize_t n, double* ws, double* counts) noexcept nogil:
@@ -319,7 +325,7 @@ cdef void _scaled_backward(const Model* md, double* post, Py_ssize_t n, double* 
                 avi_matvec(md.A, a_prev, pred, K, Kp)
             avi_ratio(w, a_cur, beta, pred, Kp)
     if nb:
-        avi_rank_update(xiT, wbuf, abuf, nb, K, Kp)
+        _rank_update(xiT, wbuf, abuf, nb, K, Kp)
     for i in range(K):
         for j in range(K):
             counts[i * K + j] += md.A[i * Kp + j] * xiT[j * Kp + i]
