@@ -17,7 +17,9 @@ Cases (the Performance section of issue 3):
    recomputes ``alpha A`` in the backward pass instead of storing it), shown too.
 6. Estimator fits: ``avicore.hmm.GaussianHMM`` (diag K = 10 and 50, full K = 10), ``CategoricalHMM``,
    ``PoissonHMM`` against hmmlearn's on 1,000 ragged sequences (~10⁶ rows), 20 EM iterations from the same
-   parameters, one thread. Goals: ≥ 20× (diag K = 10, categorical, Poisson), ≥ 10× (K = 50, full).
+   parameters, one thread. Goals: ≥ 20× (diag K = 10, categorical, Poisson), ≥ 10× (K = 50, full). Then the
+   same avicore fits on every core against one thread (issue 21). ``--fit-only`` runs this case alone (full size:
+   about 15 minutes on one 2.6 GHz core, 9 of them hmmlearn's log fits — ``--fit-anchors scaling`` skips those).
 5. ``--backend cuda``: 10,000 sequences × 1,000 steps × K = 32 on the GPU against the cython backend (all CPU
    threads). Needs a real GPU.
 
@@ -26,7 +28,11 @@ Single-thread cases run with ``avicore.set_num_threads(1)`` and every BLAS/OpenM
 at least 10 after a warm-up call; hmmlearn anchors: ``--anchor-repeats``, default 2, no warm-up needed).
 
 Run: ``.venv/bin/python benchmarks/bench_hmm.py`` (``--quick`` for small sizes, ``--backend cuda`` on a GPU,
-``--bind`` to pin the OpenMP threads to distinct cores).
+``--bind`` to pin the OpenMP threads to distinct cores, ``--fit-only`` for case 6 alone, ``--fit-cases`` and
+``--fit-anchors scaling`` to shorten it). Case 6 at full size on a quiet 2.6 GHz core: about 17 minutes with both
+hmmlearn anchors and ``--anchor-repeats 2`` (hmmlearn's fits: diag K=10 12 s scaling / 59 s log, K=50 163 s scaling,
+full 22 s / 81 s, categorical 8 s / 53 s, Poisson 30 s / 76 s, each timed twice), about 8 minutes with
+``--fit-anchors scaling``, half that with ``--anchor-repeats 1``.
 """
 
 from __future__ import annotations
@@ -255,20 +261,27 @@ def cuda_case(rng, n_seq: int, length: int, K: int, repeats: int) -> list:
 
 def _twin_fit(ours_cls, theirs_cls, X, lengths, n_iter, params: dict, implementation: str, **kw):
     """Callables fitting avicore's and hmmlearn's estimator from the same parameters for exactly ``n_iter`` EM
-    iterations (``init_params=""``, ``tol=-inf``); each call starts from a fresh copy of ``params``."""
+    iterations (``init_params=""``, ``tol=-inf``); each call starts from a fresh copy of ``params``, and leaves the
+    fitted model in its ``last`` attribute (the trajectories are compared without fitting again)."""
     def make(cls, **extra):
         def fit():
             m = cls(init_params="", n_iter=n_iter, tol=-np.inf, **kw, **extra)
             for name, value in params.items():
                 setattr(m, name, np.array(value, copy=True))
-            return m.fit(X, lengths)
+            fit.last = m.fit(X, lengths)
+            return fit.last
         return fit
     return make(ours_cls, backend="cython"), make(theirs_cls, implementation=implementation)
 
 
-def fit_cases(rng, quick: bool, repeats: int, slow_repeats: int) -> None:
+FIT_CASES = ("diag10", "diag50", "full10", "categorical", "poisson")
+
+
+def fit_cases(rng, quick: bool, repeats: int, slow_repeats: int, anchors: str = "both",
+              only: tuple[str, ...] = FIT_CASES) -> None:
     """Case 6: 20 EM iterations (quick: 5) on ragged sequences from the same initial parameters; the histories
-    of the two fits are compared, then the wall times (avicore one thread, cython; hmmlearn's log and scaling)."""
+    of the two fits are compared, then the wall times (avicore one thread, cython; hmmlearn's scaling and, with
+    ``anchors="both"``, log implementation); then avicore on every core against one thread."""
     from hmmlearn import hmm as hl
 
     from avicore.hmm import CategoricalHMM, GaussianHMM, PoissonHMM
@@ -303,24 +316,36 @@ def fit_cases(rng, quick: bool, repeats: int, slow_repeats: int) -> None:
     cases.append(("Poisson K=10, 3 features", PoissonHMM, hl.PoissonHMM, counts,
                   {"startprob_": rng.dirichlet(np.ones(10)), "transmat_": rng.dirichlet(np.ones(10), size=10),
                    "lambdas_": rng.uniform(1.0, 10.0, size=(10, 3))}, {"n_components": 10}))
+    threads = []
+    n_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     with _single_blas():
-        avicore.set_num_threads(1)
-        for label, ours_cls, theirs_cls, data, params, kw in cases:
+        for key, (label, ours_cls, theirs_cls, data, params, kw) in zip(FIT_CASES, cases):
+            if key not in only:
+                continue
+            avicore.set_num_threads(1)
             case = f"{label}: {n_seq} seqs ({n:.1e} rows), {n_iter} EM iters"
             ours, theirs = _twin_fit(ours_cls, theirs_cls, data, lengths, n_iter, params, "scaling", **kw)
             t_ours = measure("avicore fit, 1 thread", ours, repeats=max(2, repeats // 5))
             t_scal = measure("hmmlearn fit (scaling)", theirs, repeats=slow_repeats, warmup=0)
             rows.append((case, t_ours, t_scal))
-            if "K=50" not in label:  # hmmlearn's log kernels at K = 50 take minutes
+            if n_cores > 1:
+                avicore.set_num_threads(n_cores)
+                threads.append((case, measure(f"avicore fit, {n_cores} threads", ours,
+                                              repeats=max(2, repeats // 5)), t_ours))
+                avicore.set_num_threads(1)
+            if anchors == "both" and "K=50" not in label:  # hmmlearn's log kernels at K = 50 take minutes
                 _, theirs_log = _twin_fit(ours_cls, theirs_cls, data, lengths, n_iter, params, "log", **kw)
                 rows.append((case, t_ours, measure("hmmlearn fit (log, default)", theirs_log,
                                                    repeats=slow_repeats, warmup=0)))
-            a, b = ours(), theirs()
+            a, b = ours.last, theirs.last
             rel = np.max(np.abs(np.array(a.monitor_.history) - np.array(b.monitor_.history))
                          / np.abs(np.array(b.monitor_.history)))
             print(f"   {label}: same EM trajectory, max relative |Δ log-likelihood| over iterations = {rel:.1e}")
     print_table("6. estimator fits vs hmmlearn, same start, one thread", rows,
                 goal=">= 20x (diag K=10, Categorical, Poisson), >= 10x (K=50, full)")
+    if threads:
+        print_table(f"6b. the same avicore fits, {n_cores} threads vs 1 (anchor: 1 thread)", threads,
+                    goal="report (issue 21: the E-step batch scales with the threads)")
 
 
 def main() -> None:
@@ -334,6 +359,12 @@ def main() -> None:
                              "scheduler may otherwise stack both threads on one core")
     parser.add_argument("--all-anchors", action="store_true",
                         help="also time hmmlearn's log kernels at K=50 (about a minute per run)")
+    parser.add_argument("--fit-only", action="store_true", help="run case 6 (estimator fits) alone")
+    parser.add_argument("--fit-anchors", choices=["both", "scaling"], default="both",
+                        help="case 6: hmmlearn's scaling and log fits (both) or the scaling ones only (faster)")
+    parser.add_argument("--fit-cases", default=",".join(FIT_CASES),
+                        help=f"case 6: comma-separated subset of {','.join(FIT_CASES)} (diag50's hmmlearn fits take "
+                             f"~3 minutes each at full size)")
     args = parser.parse_args()
     rng = np.random.default_rng(20241128)
     q = args.quick
@@ -358,6 +389,9 @@ def main() -> None:
     T1 = 50_000 if q else 1_000_000
     repeats = max(args.repeats, 10)
     slow = args.anchor_repeats
+    if args.fit_only:
+        fit_cases(rng, q, repeats, slow, args.fit_anchors, tuple(args.fit_cases.split(",")))
+        return
     rows = one_sequence_case(rng, T1, 10, repeats, with_log=True, slow_repeats=slow)
     print_table(f"1. K=10, T={T1:.0e}, one sequence, one thread", rows,
                 goal=">= 10x hmmlearn log, >= 2x hmmlearn scaling")
@@ -381,7 +415,7 @@ def main() -> None:
             log_lik, np.log(A), np.log(pi), n_samples=10, seed=0), repeats=repeats)
     print_table(f"extra: Viterbi and posterior sampling, K=10, T={T1:.0e}, one thread",
                 [("viterbi", v_ours, v_theirs), ("sample_posterior (10 paths)", s_ours, None)])
-    fit_cases(rng, q, repeats, slow)
+    fit_cases(rng, q, repeats, slow, args.fit_anchors, tuple(args.fit_cases.split(",")))
 
 
 if __name__ == "__main__":

@@ -19,10 +19,17 @@ the K×K accumulator exists. The log-space fallback (per sequence) shifts each l
 normalises per step, so its values stay O(1) on any sequence length.
 
 Work is split into fixed chunks of sequences (independent of the thread count), each with its own count
-accumulator, summed in chunk order: results are bit-identical for any number of threads.
+accumulator, summed in chunk order: results are bit-identical for any number of threads. Chunks are handed out
+longest first on a dynamic schedule, so a thread that draws a long chunk late does not leave the others idle.
+
+``cy_em_expectations`` is EM's E-step in one pass (avicore/kernels/hmm_em.py): the same scaled forward pass, kept
+with the scaled emissions r_t = e_t / c_t in a per-thread buffer instead of the posterior output, then a backward
+pass with w_t = r_t ⊙ beta_t (no division, no recomputed alpha A) that adds each step's posterior into the
+sufficient statistics; the emission log-likelihoods can be computed in the forward pass from X (diagonal and full
+Gaussians, Poisson) or read from a pre-exponentiated table (categorical), so no (T, K) array is written or read.
 """
 
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport INFINITY, exp, log
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport free, malloc
@@ -44,6 +51,18 @@ cdef extern from "_hmm_simd.h" nogil:
                          Py_ssize_t K, Py_ssize_t Kp)
     void avi_viterbi_step(const double* delta, const double* logA, const double* l, double* out, int32_t* bp,
                           Py_ssize_t K, Py_ssize_t Kp)
+
+cdef extern from "_hmm_em_simd.h" nogil:
+    void avi_copy(double* dst, const double* src, Py_ssize_t Kp)
+    void avi_scale(double* dst, const double* src, double s, Py_ssize_t Kp)
+    void avi_scale2(double* a, const double* u, double* r, const double* e, double inv, Py_ssize_t Kp)
+    void avi_masked_mul(double* v, const double* a, const double* r, const double* b, Py_ssize_t Kp)
+    void avi_mul(double* g, const double* a, const double* b, Py_ssize_t Kp)
+    void avi_em_add(const double* g, const double* Ft, Py_ssize_t nf, double* symrow, double* post, double* wsum,
+                    Py_ssize_t Kp)
+    void avi_diag_row(double* out, const double* x, Py_ssize_t D, const double* P, Py_ssize_t Kp)
+    void avi_full_row(double* out, const double* x, Py_ssize_t D, const double* P, Py_ssize_t Kp)
+    void avi_linear_row(double* out, const double* x, Py_ssize_t D, const double* P, Py_ssize_t Kp)
 
 # Status codes per sequence (same values as avicore/kernels/hmm.py).
 cdef enum:
@@ -119,54 +138,121 @@ cdef inline bint _reaches(const Model* md, const double* alpha, Py_ssize_t j) no
 # forward-backward, one sequence
 # ----------------------------------------------------------------------------------------------------------------
 
-cdef int _scaled_forward(const Model* md, const double* L, double* alpha, Py_ssize_t n, double* ws,
-                         double* loglik) noexcept nogil:
-    """Normalised forward pass; alpha rows (stride K) get the filtered probabilities. 0, or 1: use log space.
+cdef struct Emission:
+    int mode               # EMIT_ROWS: rows of log_lik; EMIT_TABLE: log table; from X: EMIT_DIAG, EMIT_FULL
+                           # (Gaussians), EMIT_LINEAR (c + W x: Poisson without its per-row log x! term)
+    Py_ssize_t K
+    Py_ssize_t Kp
+    const double* L        # EMIT_ROWS: log_lik (T, K)
+    const double* X        # EMIT_DIAG: observations (T, D)
+    Py_ssize_t D
+    const double* P        # EMIT_DIAG: means (D, Kp), ½ precisions (D, Kp), constants (Kp, -inf padded);
+                           # EMIT_FULL: means (D, Kp), lower triangle of L⁻¹ by rows (D(D+1)/2, Kp), constants;
+                           # EMIT_LINEAR: W (D, Kp), constants; EMIT_TABLE: log table (n_symbols, Kp), -inf padded,
+                           # then exp(row - its max) (n_symbols, Kp), then the maxima (column 0 of n_symbols rows)
+    const int64_t* sym     # EMIT_TABLE: symbol of each row
+    Py_ssize_t n_symbols   # EMIT_TABLE
 
+
+cdef enum:
+    EMIT_ROWS = 0
+    EMIT_DIAG = 1
+    EMIT_TABLE = 2
+    EMIT_FULL = 3
+    EMIT_LINEAR = 4
+
+
+cdef inline void _emission_row(const Emission* em, Py_ssize_t t, double* out) noexcept nogil:
+    """Row t of the batch's log-likelihoods into out[0:K] (EMIT_ROWS) or out[0:Kp] (-inf padding)."""
+    if em.mode == EMIT_ROWS:
+        _load(out, em.L + t * em.K, em.K)
+    elif em.mode == EMIT_TABLE:
+        avi_copy(out, em.P + em.sym[t] * em.Kp, em.Kp)
+    elif em.mode == EMIT_DIAG:  # -½ Σ_d (x_d - μ_kd)² / σ²_kd + c_k, as avicore.emissions.gaussian_diag_log_lik
+        avi_diag_row(out, em.X + t * em.D, em.D, em.P, em.Kp)
+    elif em.mode == EMIT_FULL:  # -½ ‖L_k⁻¹ (x - μ_k)‖² + c_k, as avicore.emissions.gaussian_full_log_lik
+        avi_full_row(out, em.X + t * em.D, em.D, em.P, em.Kp)
+    else:
+        avi_linear_row(out, em.X + t * em.D, em.D, em.P, em.Kp)
+
+
+cdef int _scaled_forward(const Model* md, const Emission* em, Py_ssize_t row0, double* alpha, Py_ssize_t stride,
+                         double* r, Py_ssize_t n, double* ws, double* loglik) noexcept nogil:
+    """Normalised forward pass over rows row0..row0+n-1; alpha rows (``stride`` apart, K or Kp values) get the
+    filtered probabilities, and r rows (unless r is NULL; then stride must be Kp) the scaled emissions e_t / c_t.
+    0, or 1: use log space.
+
+    The next step's predictions are computed from u_t = alpha_t c_t and the normaliser applied to its emissions
+    (u_{t+1} = (e_{t+1} / c_t) ⊙ (u_t A)), so the reciprocal of c_t is off the dependency chain from one step to
+    the next; after a c_t below 1e-20 the step normalises first (u_t A could otherwise underflow unnoticed).
     The shift m_t is first the step's maximum over all states, which keeps the K exps off the alpha dependency
     chain; only if that underflows for a reachable state is the step redone with the maximum over reachable
     states (the shift of the module docstring), and only if that underflows too does the sequence go to log space.
     """
     cdef Py_ssize_t K = md.K, Kp = md.Kp, t, j
-    cdef double* cur = ws            # alpha_{t-1}, zero-padded
-    cdef double* pred = ws + Kp      # pred_t = alpha_{t-1} A
+    cdef double* cur = ws            # u_{t-1} (alpha_{t-1} · c_{t-1}), or alpha_{t-1} after a tiny c; zero-padded
+    cdef double* pred = ws + Kp      # cur A: pred_t times c_{t-1} (or 1)
     cdef double* lrow = ws + 2 * Kp  # log_lik[t], padded with -inf
     cdef double* e = ws + 3 * Kp     # exp(log_lik[t] - m)
-    cdef double* u = ws + 4 * Kp     # e * pred
+    cdef double* u = ws + 4 * Kp     # e * pred_t
     cdef double* lnext = ws + 5 * Kp # log_lik[t + 1], copied a step ahead: the scalar stores have long retired
+    cdef double* es = ws + 6 * Kp    # e / c_{t-1} (or e)
     cdef double* swap                # when the row is read back as vectors (no store-forwarding stall)
     cdef double m, c, inv, total = 0.0
+    cdef double scale = 1.0          # 1 / c_{t-1} while cur holds u_{t-1}
     cdef double prod = 1.0           # product of the c_t not yet added to total as a log
+    cdef int64_t symbol
+    cdef bint table = em.mode == EMIT_TABLE
     _fill(cur, 0.0, Kp)
+    _fill(u, 0.0, Kp)
     _fill(lrow + K, -INFINITY, Kp - K)
     _fill(lnext + K, -INFINITY, Kp - K)
-    _load(lrow, L, K)
+    _emission_row(em, row0, lrow)
     for t in range(n):
         if t + 1 < n:
-            _load(lnext, L + (t + 1) * K, K)
-        m = avi_max(lrow, Kp)
+            _emission_row(em, row0 + t + 1, lnext)
+        if table:                    # the table's rows come shifted and exponentiated
+            symbol = em.sym[row0 + t]
+            m = em.P[(2 * em.n_symbols + symbol) * Kp]
+            avi_copy(e, em.P + (em.n_symbols + symbol) * Kp, Kp)
+        else:
+            m = avi_max(lrow, Kp)
         if m == -INFINITY:           # every emission impossible at this step
             return 1
-        avi_exp_shift(lrow, m, e, Kp)
+        if not table:
+            avi_exp_shift(lrow, m, e, Kp)
         if t == 0:
             _load(pred, md.pi, Kp)
         else:
             avi_matvec(md.A, cur, pred, K, Kp)
+        avi_scale(es, e, scale, Kp)  # u_t = (e_t / c_{t-1}) (u_{t-1} A): the division is off the u chain
         if md.check_reach and t > 0:
             for j in range(K):
                 if pred[j] == 0.0 and lrow[j] > -INFINITY and _reaches(md, cur, j):
                     return 1
-        if avi_emit(e, lrow, pred, u, TINY, Kp, &c) or c == 0.0:
+        if avi_emit(es, lrow, pred, u, TINY, Kp, &c) or c == 0.0:
             m = avi_masked_max(lrow, pred, Kp)
             if m == -INFINITY:
                 return 1
             avi_exp_shift(lrow, m, e, Kp)
-            if avi_emit(e, lrow, pred, u, TINY, Kp, &c):
+            avi_scale(es, e, scale, Kp)
+            if avi_emit(es, lrow, pred, u, TINY, Kp, &c):
                 return 1
         inv = 1.0 / c
-        for j in range(Kp):
-            cur[j] = u[j] * inv
-        _load(alpha + t * K, cur, K)
+        if r != NULL:                # EM: alpha and r rows, Kp apart
+            avi_scale2(alpha + t * Kp, u, r + t * Kp, e, inv, Kp)
+        else:
+            for j in range(stride):
+                alpha[t * stride + j] = u[j] * inv
+        if c >= 1e-20:               # u_t A stays >= 1e-20 pred_{t+1}: no underflow TINY would not catch
+            swap = cur
+            cur = u
+            u = swap
+            scale = inv
+        else:
+            for j in range(Kp):
+                cur[j] = u[j] * inv
+            scale = 1.0
         swap = lrow
         lrow = lnext
         lnext = swap
@@ -177,6 +263,23 @@ cdef int _scaled_forward(const Model* md, const double* L, double* alpha, Py_ssi
             prod = 1.0
     loglik[0] = total + log(prod)
     return 0
+
+
+cdef inline Py_ssize_t _buffer_xi(double* xiT, double* wbuf, double* abuf, Py_ssize_t nb, const double* w,
+                                  const double* a, Py_ssize_t K, Py_ssize_t Kp) noexcept nogil:
+    """Buffer (w_{t+1}, alpha_t) as row nb; every NB rows, add them to xiT as one rank-NB update. Returns the new nb."""
+    avi_copy(wbuf + nb * Kp, w, Kp)
+    avi_copy(abuf + nb * Kp, a, Kp)
+    if nb + 1 < NB:
+        return nb + 1
+    _rank_update(xiT, wbuf, abuf, NB, K, Kp)
+    return 0
+
+
+cdef void _rank_update(double* xiT, const double* wbuf, const double* abuf, Py_ssize_t nb, Py_ssize_t K,
+                       Py_ssize_t Kp) noexcept nogil:
+    """avi_rank_update as a function of its own: called every NB steps, it keeps the per-step code small."""
+    avi_rank_update(xiT, wbuf, abuf, nb, K, Kp)
 
 
 cdef void _scaled_backward(const Model* md, double* post, Py_ssize_t n, double* ws, double* counts) noexcept nogil:
@@ -212,12 +315,7 @@ cdef void _scaled_backward(const Model* md, double* post, Py_ssize_t n, double* 
             avi_dual_matvec(md.A, w, a_prev, beta, pred, K, Kp)
         else:
             avi_matvec(md.At, w, beta, K, Kp)
-        _load(wbuf + nb * Kp, w, Kp)
-        _load(abuf + nb * Kp, a_cur, Kp)
-        nb += 1
-        if nb == NB:
-            avi_rank_update(xiT, wbuf, abuf, nb, K, Kp)
-            nb = 0
+        nb = _buffer_xi(xiT, wbuf, abuf, nb, w, a_cur, K, Kp)
         for i in range(Kp):
             beta[i] = a_cur[i] * beta[i]
         _load(post + t * K, beta, K)
@@ -227,7 +325,7 @@ cdef void _scaled_backward(const Model* md, double* post, Py_ssize_t n, double* 
                 avi_matvec(md.A, a_prev, pred, K, Kp)
             avi_ratio(w, a_cur, beta, pred, Kp)
     if nb:
-        avi_rank_update(xiT, wbuf, abuf, nb, K, Kp)
+        _rank_update(xiT, wbuf, abuf, nb, K, Kp)
     for i in range(K):
         for j in range(K):
             counts[i * K + j] += md.A[i * Kp + j] * xiT[j * Kp + i]
@@ -317,13 +415,30 @@ cdef int _log_forward_backward(const Model* md, const double* L, double* post, P
     return HMM_LOG_SPACE
 
 
-cdef int _forward_backward_one(const Model* md, const double* L, double* post, Py_ssize_t n, double* ws,
-                               double* loglik, double* counts) noexcept nogil:
-    """One sequence: scaled pass, or the log-space fallback where scaling would underflow. Returns a status."""
-    if not md.all_log and _scaled_forward(md, L, post, n, ws, loglik) == 0:
+cdef int _forward_backward_one(const Model* md, const Emission* em, Py_ssize_t row0, double* post, Py_ssize_t n,
+                               double* ws, double* loglik, double* counts) noexcept nogil:
+    """One sequence (rows row0.., log_lik rows in em.L): scaled pass, or the log-space fallback where scaling would
+    underflow. Returns a status."""
+    cdef const double* L = em.L + row0 * md.K
+    if not md.all_log and _scaled_forward(md, em, row0, post, md.K, NULL, n, ws, loglik) == 0:
         _scaled_backward(md, post, n, ws, counts)
         return HMM_SCALED
     return _log_forward_backward(md, L, post, n, ws, loglik, counts)
+
+
+cdef Emission _rows(const double* L, Py_ssize_t K, Py_ssize_t Kp) noexcept nogil:
+    """The emission source of the kernels that take log_lik rows."""
+    cdef Emission em
+    em.mode = EMIT_ROWS
+    em.K = K
+    em.Kp = Kp
+    em.L = L
+    em.X = NULL
+    em.D = 0
+    em.P = NULL
+    em.sym = NULL
+    em.n_symbols = 0
+    return em
 
 
 cdef Model _model(const double[:, ::1] A, const double[:, ::1] At, const double[::1] pi,
@@ -346,33 +461,35 @@ cdef Model _model(const double[:, ::1] A, const double[:, ::1] At, const double[
 def cy_forward_backward(const double[:, ::1] log_lik, const double[:, ::1] A, const double[:, ::1] At,
                         const double[::1] pi, const double[:, ::1] log_transmat, const double[:, ::1] log_transmat_t,
                         const double[::1] log_startprob, bint all_log, bint check_reach,
-                        const int64_t[::1] offsets, const int64_t[::1] chunks, double[:, ::1] posteriors,
-                        double[::1] log_likelihood, double[:, :, ::1] counts, signed char[::1] status,
-                        int num_threads):
-    """Forward-backward of every sequence; chunk c (sequences chunks[c]:chunks[c+1]) adds into counts[c].
+                        const int64_t[::1] offsets, const int64_t[::1] chunks, const int64_t[::1] order,
+                        double[:, ::1] posteriors, double[::1] log_likelihood, double[:, :, ::1] counts,
+                        signed char[::1] status, int num_threads):
+    """Forward-backward of every sequence; chunk c (sequences chunks[c]:chunks[c+1]) adds into counts[c]. Chunks
+    run in ``order`` (longest first) on a dynamic schedule.
 
     ``A``, ``At``, ``pi``: the padded probability-space model (see avicore/kernels/hmm.py ``_prepare_model``).
     Returns the number of chunks whose workspace could not be allocated (0 on success).
     """
     cdef Model md = _model(A, At, pi, log_transmat, log_transmat_t, log_startprob, all_log, check_reach)
     cdef Py_ssize_t n_chunks = chunks.shape[0] - 1
-    cdef Py_ssize_t K = md.K, Kp = md.Kp, c, s, b, e
+    cdef Py_ssize_t K = md.K, Kp = md.Kp, i, c, s, b, e
     cdef Py_ssize_t ws_size = 6 * Kp + Kp * Kp + 2 * NB * Kp + 3 * K
     cdef double* ws
     cdef int failed = 0
-    cdef const double* L = &log_lik[0, 0]
+    cdef Emission em = _rows(&log_lik[0, 0], K, Kp)
     cdef double* post = &posteriors[0, 0]
     ws = NULL
     with nogil, parallel(num_threads=num_threads):
         ws = _ws_alloc(ws_size)
-        for c in prange(n_chunks, schedule="dynamic"):
+        for i in prange(n_chunks, schedule="dynamic"):
+            c = order[i]
             if ws == NULL:
                 failed += 1
                 continue
             for s in range(chunks[c], chunks[c + 1]):
                 b = offsets[s]
                 e = offsets[s + 1]
-                status[s] = _forward_backward_one(&md, L + b * K, post + b * K, e - b, ws,
+                status[s] = _forward_backward_one(&md, &em, b, post + b * K, e - b, ws,
                                                   &log_likelihood[s], &counts[c, 0, 0])
                 if status[s] == HMM_NO_MEMORY:
                     failed += 1
@@ -451,10 +568,11 @@ def cy_viterbi(const double[:, ::1] log_lik, const double[:, ::1] log_transmat_p
 # posterior sampling: forward filter (per sequence), then backward sampling (per sample and sequence)
 # ----------------------------------------------------------------------------------------------------------------
 
-cdef int _filter_one(const Model* md, const double* L, double* alpha, Py_ssize_t n, double* ws,
-                     double* loglik) noexcept nogil:
+cdef int _filter_one(const Model* md, const Emission* em, Py_ssize_t row0, double* alpha, Py_ssize_t n,
+                     double* ws, double* loglik) noexcept nogil:
     """Scaled alphas (HMM_SCALED), log alphas (HMM_LOG_SPACE) or HMM_IMPOSSIBLE into ``alpha``."""
-    if not md.all_log and _scaled_forward(md, L, alpha, n, ws, loglik) == 0:
+    cdef const double* L = em.L + row0 * md.K
+    if not md.all_log and _scaled_forward(md, em, row0, alpha, md.K, NULL, n, ws, loglik) == 0:
         return HMM_SCALED
     loglik[0] = _log_forward(md, L, alpha, n, ws, NULL)
     return HMM_IMPOSSIBLE if loglik[0] == -INFINITY else HMM_LOG_SPACE
@@ -537,18 +655,18 @@ def cy_sample_posterior(const double[:, ::1] log_lik, const double[:, ::1] A, co
     cdef Py_ssize_t K = md.K, Kp = md.Kp, s, b, e, item, q
     cdef double* ws
     cdef int failed = 0
-    cdef const double* L = &log_lik[0, 0]
+    cdef Emission em = _rows(&log_lik[0, 0], K, Kp)
     cdef double* al = &alpha[0, 0]
     ws = NULL
     with nogil, parallel(num_threads=num_threads):
-        ws = _ws_alloc(6 * Kp + K)
+        ws = _ws_alloc(7 * Kp + K)
         for s in prange(n_seq, schedule="dynamic"):
             if ws == NULL:
                 failed += 1
                 continue
             b = offsets[s]
             e = offsets[s + 1]
-            status[s] = _filter_one(&md, L + b * K, al + b * K, e - b, ws, &log_likelihood[s])
+            status[s] = _filter_one(&md, &em, b, al + b * K, e - b, ws, &log_likelihood[s])
         _ws_free(ws)
     if failed:
         return failed
@@ -566,3 +684,10 @@ def cy_sample_posterior(const double[:, ::1] log_lik, const double[:, ::1] A, co
             _sample_one(&md, al + b * K, e - b, status[q], cr_hmm_sample_row(key, s), b, ws, &samples[s, b])
         _ws_free(ws)
     return failed
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# EM expectations (cy_em_expectations): in _hmm_em.pxi, to keep this file readable
+# ----------------------------------------------------------------------------------------------------------------
+
+include "_hmm_em.pxi"

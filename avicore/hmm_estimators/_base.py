@@ -3,9 +3,11 @@
 :class:`BaseHMM` follows hmmlearn's ``BaseHMM`` (constructor arguments, ``params``/``init_params`` letters,
 Dirichlet priors and MAP EM, ``monitor_``, ``fit``/``score``/``decode``/``sample``) and scikit-learn's estimator
 conventions (``get_params``/``set_params``, ``clone``, trailing-underscore fitted attributes, ``n_features_in_``),
-without depending on either package. Its E-step is one call of avicore's forward-backward kernel over every sequence
-at once (:data:`avicore.kernels.hmm.FORWARD_BACKWARD`); subclasses supply the emission log-likelihoods (one
-vectorised pass over all rows), their sufficient statistics and their M-step.
+without depending on either package. Its E-step is one kernel call over every sequence at once: where a model's
+emission statistics are posterior-weighted sums of fixed per-row features (``_em_inputs``: Gaussian, Poisson,
+categorical), :func:`avicore.kernels.hmm_em.em_sums` returns them directly (on the cython backend one fused pass that
+never writes the posteriors, its emissions computed in the pass — ``_em_emission``); otherwise (``GMMHMM``) the
+forward-backward kernel's posteriors go to ``_emission_stats``. Subclasses supply those hooks and their M-step.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 from .. import _config, _validate
 from ..backends import resolve
 from ..kernels import hmm as _kernels
+from ..kernels import hmm_em
 
 _log = logging.getLogger(__name__)
 
@@ -129,8 +132,9 @@ class BaseHMM:
     """Base of the EM-fitted HMMs: hmmlearn's interface, avicore's kernels.
 
     Subclasses define ``_emission_codes`` (the ``params`` letters of their emission parameters) and the hooks
-    ``_check_X``, ``_init_emissions``, ``_check_emissions``, ``_compute_log_likelihood``, ``_emission_stats``,
-    ``_mstep_emissions``, ``_generate_sample_from_state`` and ``_n_fit_scalars``.
+    ``_check_X``, ``_init_emissions``, ``_check_emissions``, ``_compute_log_likelihood``, ``_em_emission``,
+    ``_em_inputs`` with ``_emission_stats_from_sums`` (or ``_emission_stats``), ``_mstep_emissions``,
+    ``_generate_sample_from_state`` and ``_n_fit_scalars``.
     """
 
     _emission_codes = ""
@@ -305,12 +309,38 @@ class BaseHMM:
         return _kernels.FORWARD_BACKWARD[name](np.ascontiguousarray(log_lik), log_trans, log_start, offsets)
 
     def _estep(self, X: np.ndarray, offsets: np.ndarray) -> tuple[dict[str, Any], float]:
-        log_lik = self._compute_log_likelihood(X)
-        log_prob, posteriors, trans, start = self._forward_backward(log_lik, offsets)
+        log_start, log_trans = self._log_start_trans()
+        return self._expectations(X, offsets, self._em_emission(X), log_start, log_trans)
+
+    def _expectations(self, X: np.ndarray, offsets: np.ndarray, emission: hmm_em.Emission, log_start: np.ndarray,
+                      log_trans: np.ndarray) -> tuple[dict[str, Any], float]:
+        """The E-step's statistics and Σ log p(x): reduced by the kernel (:mod:`avicore.kernels.hmm_em`) when
+        the model's statistics are posterior-weighted sums of fixed per-row features (``_em_inputs``), else from
+        the posteriors (``_emission_stats``)."""
+        name = self._backend_name(X.shape[0] * self.n_components)
+        inputs = self._cached_em_inputs(X)
+        if inputs is None:
+            log_lik = np.ascontiguousarray(emission.log_lik_of(slice(None)))
+            log_prob, posteriors, trans, start = _kernels.FORWARD_BACKWARD[name](log_lik, log_trans, log_start,
+                                                                                 offsets)
+            emission_stats = self._emission_stats(X, posteriors, log_lik)
+        else:
+            sums = hmm_em.em_sums(name, emission, log_trans, log_start, offsets, *inputs)
+            log_prob, trans, start = sums.log_likelihood, sums.trans, sums.start
+            emission_stats = self._emission_stats_from_sums(sums)
         _warn_impossible(log_prob)
         stats: dict[str, Any] = {"nobs": len(offsets) - 1, "start": start, "trans": trans}
-        stats.update(self._emission_stats(X, posteriors, log_lik))
+        stats.update(emission_stats)
         return stats, float(np.sum(log_prob))
+
+    def _cached_em_inputs(self, X: np.ndarray) -> tuple[Any, ...] | None:
+        """``_em_inputs(X)``, computed once per fit (the features are constants of the data)."""
+        cache = self._fit_cache
+        if cache is None:
+            return self._em_inputs(X)
+        if "em_inputs" not in cache:
+            cache["em_inputs"] = self._em_inputs(X)
+        return cache["em_inputs"]
 
     def _lower_bound(self, log_prob: float) -> float:
         return log_prob
@@ -508,8 +538,24 @@ class BaseHMM:
     def _check_emissions(self) -> None:
         pass
 
-    def _emission_stats(self, X: np.ndarray, posteriors: np.ndarray, log_lik: np.ndarray) -> dict[str, Any]:
+    def _em_emission(self, X: np.ndarray) -> hmm_em.Emission:
+        """The E-step's emission source (default: ``_compute_log_likelihood`` of the rows asked for)."""
+        return hmm_em.Emission(lambda rows: self._compute_log_likelihood(X[rows]))
+
+    def _em_inputs(self, X: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None, int] | None:
+        """(features, symbols, n_symbols) whose posterior-weighted sums make the emission statistics; None when
+        the statistics need the posteriors themselves (``_emission_stats``)."""
+        return None, None, 0
+
+    def _emission_stats_from_sums(self, sums: hmm_em.EMSums) -> dict[str, Any]:
         return {}
+
+    def _emission_stats(self, X: np.ndarray, posteriors: np.ndarray, log_lik: np.ndarray) -> dict[str, Any]:
+        """Emission statistics from the posteriors (the reduction of ``_em_inputs`` unless overridden)."""
+        features, symbols, n_symbols = self._em_inputs(X)
+        post, weighted, counts = hmm_em.reduce_posteriors(posteriors, features, symbols, n_symbols)
+        return self._emission_stats_from_sums(hmm_em.EMSums(np.zeros(0), np.zeros(0), np.zeros(0), post, weighted,
+                                                            counts))
 
     def _mstep_emissions(self, stats: dict[str, Any]) -> None:
         pass

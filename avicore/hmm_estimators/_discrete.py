@@ -13,6 +13,7 @@ import numpy as np
 from scipy.special import gammaln
 
 from .. import _validate
+from ..kernels import hmm_em
 from ._base import BaseHMM, check_float_X, check_random_state, log_of, normalize_rows
 
 
@@ -31,12 +32,6 @@ def check_symbols(X: Any, n_features: int | None) -> np.ndarray:
     if n_features is not None and raw.max() >= n_features:
         raise ValueError(f"X must hold symbols below n_features={n_features}; got max {int(raw.max())}.")
     return np.ascontiguousarray(raw, dtype=np.int64)
-
-
-def symbol_counts(symbols: np.ndarray, weights: np.ndarray, n_symbols: int) -> np.ndarray:
-    """``out[k, m] = Σ_t weights[t, k] [symbols[t] = m]``, shape (n_states, n_symbols)."""
-    return np.stack([np.bincount(symbols, weights=weights[:, k], minlength=n_symbols)
-                     for k in range(weights.shape[1])])
 
 
 class CategoricalHMM(BaseHMM):
@@ -124,10 +119,28 @@ class CategoricalHMM(BaseHMM):
     def _compute_log_likelihood(self, X: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(log_of(self.emissionprob_).T[X[:, 0]])
 
-    def _emission_stats(self, X: np.ndarray, posteriors: np.ndarray, log_lik: np.ndarray) -> dict[str, Any]:
+    def _em_emission(self, X: np.ndarray) -> hmm_em.Emission:
+        log_b = log_of(self.emissionprob_)
+        symbols = self._symbols(X)
+        return hmm_em.Emission(lambda rows: np.ascontiguousarray(log_b.T[symbols[rows]]), "table", (log_b, symbols))
+
+    def _symbols(self, X: np.ndarray) -> np.ndarray:
+        """X's symbols as a contiguous int64 vector (kept for the fit's X: the same at every EM iteration)."""
+        cache = self._fit_cache
+        if cache is not None and cache.get("symbols_of") is X:
+            return cache["symbols"]
+        symbols = np.ascontiguousarray(X[:, 0], dtype=np.int64)
+        if cache is not None:
+            cache["symbols_of"], cache["symbols"] = X, symbols
+        return symbols
+
+    def _em_inputs(self, X: np.ndarray) -> tuple[None, np.ndarray | None, int]:
         if "e" not in self.params:
-            return {}
-        return {"obs": symbol_counts(X[:, 0], posteriors, self.emissionprob_.shape[1])}
+            return None, None, 0
+        return None, self._symbols(X), self._n_symbols_
+
+    def _emission_stats_from_sums(self, sums: hmm_em.EMSums) -> dict[str, Any]:
+        return {} if sums.symbol_counts is None else {"obs": sums.symbol_counts.T}
 
     def _mstep_emissions(self, stats: dict[str, Any]) -> None:
         if "e" in self.params:
@@ -222,23 +235,38 @@ class PoissonHMM(BaseHMM):
         self.lambdas_ = lam.copy()
         self.n_features = self.n_features_in_ = lam.shape[1]
 
+    def _row_log_factorials(self, X: np.ndarray, sign: float = 1.0) -> np.ndarray:
+        """``sign · Σ_d log x_td!`` per row (kept for the fit's X: the same at every EM iteration)."""
+        cache = self._fit_cache
+        if cache is not None and cache.get("lgamma_of") is X:
+            return cache["lgamma"] if sign > 0 else cache["-lgamma"]
+        lgamma = gammaln(X + 1.0).sum(axis=1)
+        if cache is not None:
+            cache["lgamma_of"], cache["lgamma"], cache["-lgamma"] = X, lgamma, -lgamma
+        return lgamma if sign > 0 else -lgamma
+
     def _compute_log_likelihood(self, X: np.ndarray) -> np.ndarray:
-        cache = self._fit_cache  # log x! is the same at every EM iteration of one fit
-        if cache is not None and "lgamma" in cache:
-            lgamma = cache["lgamma"]
-        else:
-            lgamma = gammaln(X + 1.0).sum(axis=1)
-            if cache is not None:
-                cache["lgamma"] = lgamma
         out = X @ np.log(self.lambdas_).T
         out -= self.lambdas_.sum(axis=1)
-        out -= lgamma[:, None]
+        out -= self._row_log_factorials(X)[:, None]
         return out
 
-    def _emission_stats(self, X: np.ndarray, posteriors: np.ndarray, log_lik: np.ndarray) -> dict[str, Any]:
-        if "l" not in self.params:
-            return {}
-        return {"post": posteriors.sum(axis=0), "obs": posteriors.T @ X}
+    def _em_emission(self, X: np.ndarray) -> hmm_em.Emission:
+        lgamma = self._row_log_factorials(X)
+        log_rates, total = np.log(self.lambdas_), self.lambdas_.sum(axis=1)
+
+        def log_lik_of(rows):
+            out = X[rows] @ log_rates.T
+            out -= total
+            out -= lgamma[rows][:, None]
+            return out
+        return hmm_em.Emission(log_lik_of, "linear", (X, log_rates, -total, self._row_log_factorials(X, -1.0)))
+
+    def _em_inputs(self, X: np.ndarray) -> tuple[np.ndarray | None, None, int]:
+        return (X if "l" in self.params else None), None, 0
+
+    def _emission_stats_from_sums(self, sums: hmm_em.EMSums) -> dict[str, Any]:
+        return {} if sums.weighted is None else {"post": sums.post, "obs": sums.weighted.T}
 
     def _mstep_emissions(self, stats: dict[str, Any]) -> None:
         if "l" in self.params:

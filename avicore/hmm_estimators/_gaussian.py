@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .. import _validate, emissions
+from ..kernels import hmm_em
 from ._base import BaseHMM, DegenerateStateWarning, check_float_X, check_random_state
 from ._kmeans import kmeans
 
@@ -83,6 +84,24 @@ def weighted_scatter(X: np.ndarray, weights: np.ndarray) -> np.ndarray:
     out = np.empty((weights.shape[1], X.shape[1], X.shape[1]))
     for k in range(weights.shape[1]):  # one matrix product per state (never per sequence)
         out[k] = (X * weights[:, k:k + 1]).T @ X
+    return out
+
+
+def second_moment_features(X: np.ndarray, covariance_type: str) -> np.ndarray:
+    """Per-row features whose posterior-weighted sums give the covariance statistics after the first D (= x):
+    x² for "spherical"/"diag", the products x_i x_j (i <= j) for "full"/"tied"."""
+    if covariance_type in ("spherical", "diag"):
+        return X * X
+    i, j = np.triu_indices(X.shape[1])
+    return X[:, i] * X[:, j]
+
+
+def scatter_from_pairs(sums: np.ndarray, n_features: int) -> np.ndarray:
+    """(n_pairs, K) sums of x_i x_j (i <= j, ``np.triu_indices`` order) → (K, n_features, n_features) symmetric."""
+    i, j = np.triu_indices(n_features)
+    out = np.empty((sums.shape[1], n_features, n_features))
+    out[:, i, j] = sums.T
+    out[:, j, i] = sums.T
     return out
 
 
@@ -216,16 +235,34 @@ class GaussianHMM(BaseHMM):
     def _compute_log_likelihood(self, X: np.ndarray) -> np.ndarray:
         return gaussian_log_lik(X, self.means_, self._covars_, self.covariance_type)
 
-    def _emission_stats(self, X: np.ndarray, posteriors: np.ndarray, log_lik: np.ndarray) -> dict[str, Any]:
+    def _em_emission(self, X: np.ndarray) -> hmm_em.Emission:
+        log_lik_of = super()._em_emission(X).log_lik_of
+        if self.covariance_type in ("spherical", "diag"):  # the compiled E-step computes these itself
+            variances = self._covars_ if self.covariance_type == "diag" else np.repeat(
+                self._covars_[:, None], X.shape[1], axis=1)
+            return hmm_em.Emission(log_lik_of, "diag", (X, self.means_, variances))
+        covars = full_covars(self._covars_, self.covariance_type, self.n_components, X.shape[1])
+        return hmm_em.Emission(log_lik_of, "full", (X, self.means_, covars))
+
+    def _em_inputs(self, X: np.ndarray) -> tuple[np.ndarray | None, None, int]:
+        if "m" not in self.params and "c" not in self.params:
+            return None, None, 0
+        if "c" not in self.params:
+            return X, None, 0
+        return np.hstack([X, second_moment_features(X, self.covariance_type)]), None, 0
+
+    def _emission_stats_from_sums(self, sums: hmm_em.EMSums) -> dict[str, Any]:
         stats: dict[str, Any] = {}
-        if "m" in self.params or "c" in self.params:
-            stats["post"] = posteriors.sum(axis=0)
-            stats["obs"] = posteriors.T @ X
+        if sums.weighted is None:
+            return stats
+        d = self.n_features
+        stats["post"] = sums.post
+        stats["obs"] = sums.weighted[:d].T
         if "c" in self.params:
             if self.covariance_type in ("spherical", "diag"):
-                stats["obs**2"] = posteriors.T @ (X * X)
+                stats["obs**2"] = sums.weighted[d:].T
             else:
-                stats["obs*obs.T"] = weighted_scatter(X, posteriors)
+                stats["obs*obs.T"] = scatter_from_pairs(sums.weighted[d:], d)
         return stats
 
     def _mstep_emissions(self, stats: dict[str, Any]) -> None:

@@ -184,6 +184,9 @@ class GMMHMM(BaseHMM):
         with np.errstate(under="ignore"):
             return np.ascontiguousarray(logsumexp(log_dens, axis=2))
 
+    def _em_inputs(self, X: np.ndarray) -> None:
+        return None  # the mixture responsibilities need the posteriors themselves
+
     def _emission_stats(self, X: np.ndarray, posteriors: np.ndarray, log_lik: np.ndarray) -> dict[str, Any]:
         nc, nm, nf = self.n_components, self.n_mix, self.n_features
         log_dens = self._fit_cache["log_dens"]

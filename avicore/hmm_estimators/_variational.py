@@ -19,6 +19,7 @@ import numpy as np
 from scipy.special import digamma, gammaln
 
 from .. import _validate
+from ..kernels import hmm_em
 from ._base import BaseHMM, check_random_state, normalize_rows
 from ._discrete import CategoricalHMM
 from ._gaussian import GaussianHMM, check_covars, full_covars, gaussian_log_lik
@@ -95,13 +96,10 @@ class _VariationalHMM(BaseHMM):
             super()._check_fitted()
 
     def _estep(self, X: np.ndarray, offsets: np.ndarray) -> tuple[dict[str, Any], float]:
-        log_lik = self._expected_log_lik(X)
-        log_prob, posteriors, trans, start = self._forward_backward(
-            log_lik, offsets, np.ascontiguousarray(expected_log_dirichlet(self.startprob_posterior_)),
+        return self._expectations(
+            X, offsets, hmm_em.Emission(lambda rows: self._expected_log_lik(X[rows])),
+            np.ascontiguousarray(expected_log_dirichlet(self.startprob_posterior_)),
             np.ascontiguousarray(expected_log_dirichlet(self.transmat_posterior_)))
-        stats: dict[str, Any] = {"nobs": len(offsets) - 1, "start": start, "trans": trans}
-        stats.update(self._emission_stats(X, posteriors, log_lik))
-        return stats, float(np.sum(log_prob))
 
     def _mstep(self, stats: dict[str, Any]) -> None:
         if "s" in self.params:

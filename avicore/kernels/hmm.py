@@ -63,6 +63,12 @@ batch uses the counter-based uniform ``u[s, t]`` of :mod:`avicore.kernels._count
 smallest k with ``u · Σw < w_0 + … + w_k`` (left-to-right sums), else the last k with ``w_k > 0``. Draws are
 identical on every backend (barring a uniform within rounding, ~1e-15, of a CDF step).
 
+Threads (compiled backends): sequences are grouped into fixed chunks of about equal rows (``_chunks``, a function of
+``offsets`` and K only), each chunk adds into its own count accumulator, and the accumulators are summed in chunk
+order, so the results are the same bits for every thread count; the Cython kernel hands the chunks out longest
+first (``chunk_order``) on a dynamic schedule. EM's E-step has a one-pass variant that never writes the posteriors
+(:mod:`avicore.kernels.hmm_em`).
+
 Cost per step (compiled forward-backward): 3K² multiply-adds, plus K² to recompute ``pred`` in the backward pass
 (cheaper than storing it or redoing K ``exp``), and K ``exp`` (vectorised in the Cython kernel); memory beyond the
 outputs is O(K²) per thread. The Cython kernel's SIMD primitives are in ``src_cython/_hmm_simd.h``.
@@ -242,6 +248,13 @@ def _chunks(offsets: np.ndarray, n_states: int) -> np.ndarray:
     return np.unique(np.concatenate([[0], np.clip(inner, 0, n_seq), [n_seq]])).astype(np.int64)
 
 
+def chunk_order(offsets: np.ndarray, chunks: np.ndarray) -> np.ndarray:
+    """Chunks by decreasing number of rows (ties by index): with a dynamic schedule the longest start first and
+    the last ones to finish are short (each chunk still writes its own partial sums, so order changes no bit)."""
+    rows = offsets[chunks[1:]] - offsets[chunks[:-1]]
+    return np.lexsort((np.arange(len(rows)), -rows)).astype(np.int64)
+
+
 def _initial_counts(posteriors: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return posteriors[offsets[:-1]].sum(axis=0)
 
@@ -272,8 +285,8 @@ def _forward_backward_cython_status(log_lik, log_transmat, log_startprob, offset
     status = np.empty(len(offsets) - 1, dtype=np.int8)
     _check_alloc(_cy().cy_forward_backward(
         log_lik, md["A"], md["At"], md["pi"], md["log_transmat"], md["log_transmat_t"], md["log_startprob"],
-        md["all_log"], md["check_reach"], offsets, chunks, posteriors, log_likelihood, counts, status,
-        _config.get_num_threads()))
+        md["all_log"], md["check_reach"], offsets, chunks, chunk_order(offsets, chunks), posteriors, log_likelihood,
+        counts, status, _config.get_num_threads()))
     return (log_likelihood, posteriors, counts.sum(axis=0), _initial_counts(posteriors, offsets)), status
 
 

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
+import avicore
 from avicore.hmm import GaussianHMM
+from avicore.kernels import hmm_em
 
 from ._fixtures import LAST_CENTRES, history, ragged_gaussian, random_covars, set_params
 
@@ -212,3 +214,17 @@ def test_state_losing_its_mass_warns_like_hmmlearn_and_keeps_its_parameters():
     assert np.all(np.isfinite(model.means_))
     assert_array_equal(model.transmat_[1], [0.0, 0.0])
     assert np.isfinite(model.score(X))  # a zero transition row is a valid fitted state (never entered)
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "full"])
+def test_fit_is_bit_identical_for_any_thread_count(rng, covariance_type, monkeypatch):
+    X, lengths = ragged_gaussian(rng, n_seq=30)
+    fits = []
+    for n in (1, 2):
+        monkeypatch.setattr(avicore._config, "_num_threads", n)
+        monkeypatch.setattr(hmm_em, "_threads", lambda n_rows, n_states, n=n: n)  # small data: force n threads
+        model, _ = _twins(np.random.default_rng(5), covariance_type)
+        fits.append(model.set_params(backend="cython", n_iter=4).fit(X, lengths))
+    assert_array_equal(history(fits[0]), history(fits[1]))
+    for name in ("startprob_", "transmat_", "means_", "_covars_"):
+        assert_array_equal(getattr(fits[0], name), getattr(fits[1], name), err_msg=name)
