@@ -379,7 +379,7 @@ class _Engine:
                 stop_reason, cause, refused, lr_t = device(n_iter, lr_at, batches, health, bar, times, t0, callback)
             for t in range(n_iter if device is None else 0):  # -- end of the device-executor hook --
                 rows = batches.next()
-                lr_t = lr_at(t)
+                lr_t = self.lr_t = lr_at(t)
                 scale = 1.0 if rows is None else n_obs / rows.size
                 mu, log_sd = self.glob[:d_theta], self.glob[d_theta:]
                 if point:
@@ -625,8 +625,50 @@ class FVI(_Engine):
         hook = getattr(model, "_fvi_local_solver", None)
         self.local_solver = None if hook is None or self.batch_size is not None else hook(
             x, backend=self.backend_resolved, global_q=self.global_q, fixed_global=self.fixed_global)
+        self.fused = self._fused_pass(x)
+        if self.fused is not None:  # three buffers of the locals, rotated: current, next, best (no copies)
+            self.buffers = [(self.mean, self.log_scale)] + [(np.empty_like(self.mean), np.empty_like(self.log_scale))
+                                                            for _ in range(2)]
+            self.current, self.best_buffer = 0, -1
+
+    def _fused_pass(self, x):
+        """The Cython pass with the local Adam step fused in, where it applies (full batch, a built-in scalar
+        model, Adam on the locals), else None."""
+        from .kernels.elbo import FusedLocalAdam
+        from .models.hierarchical import HierarchicalModel
+
+        model = self.model
+        if (self.backend_resolved != "cython" or self.local_solver is not None
+                or (self.batch_size is not None and self.batch_size < x.shape[0])
+                or not isinstance(model, HierarchicalModel)
+                or type(model).local_terms is not HierarchicalModel.local_terms):
+            return None
+        return FusedLocalAdam(model._model_id, model._params, x.shape[0], self.n_samples)
+
+    def _next_buffer(self):
+        return next(i for i in range(3) if i not in (self.current, self.best_buffer))
+
+    def _use_buffer(self, i):
+        self.current = i
+        self.mean, self.log_scale = self.buffers[i]
+
+    def _fused_local_pass(self, theta, seed, step):
+        adam_m, adam_ls = self.adam_mean, self.adam_log_scale
+        adam_m.lr = adam_ls.lr = self.lr_t
+        adam_step, sqrt_bc2 = adam_m.advance()
+        adam_ls.advance()
+        self.pending = self._next_buffer()
+        mean_out, ls_out = self.buffers[self.pending]
+        res = self.fused(self.x, self.mean, self.log_scale, theta, seed=seed, step=step,
+                         moments=(adam_m.m, adam_m.v, adam_ls.m, adam_ls.v), mean_out=mean_out, log_scale_out=ls_out,
+                         adam_step=adam_step, beta1=adam_m.beta1, beta2=adam_m.beta2, sqrt_bc2=sqrt_bc2, eps=adam_m.eps)
+        adam_m.finite = adam_ls.finite = res.n_nonfinite == 0
+        self.log_sd_range = (res.min_log_scale, res.max_log_scale)
+        return res.log_joint, res.grad_global, res.sum_log_scale, None
 
     def _local_pass(self, rows, theta, seed, step, scale):
+        if rows is None and self.fused is not None:
+            return self._fused_local_pass(theta, seed, step)
         if rows is None:
             xb, mb, lsb, idx = self.x, self.mean, self.log_scale, self.index
         else:
@@ -636,6 +678,11 @@ class FVI(_Engine):
         return terms.log_joint, terms.grad_global, float(np.sum(lsb)), (terms.grad_mean, terms.grad_log_scale)
 
     def _apply(self, g_glob, grads, rows, lr):
+        if grads is None:  # the fused pass already wrote the locals' update into the next buffer
+            self.adam_global.lr = lr
+            self.adam_global.step(self.glob, g_glob, out=self.glob)
+            self._use_buffer(self.pending)
+            return self.adam_mean.finite
         g_mean, g_log_scale = grads
         self.adam_global.lr = self.adam_mean.lr = self.adam_log_scale.lr = lr
         solver = self.local_solver if rows is None else None
@@ -656,14 +703,24 @@ class FVI(_Engine):
         return self.adam_mean.finite and self.adam_log_scale.finite
 
     def _keep_best(self):
+        if self.fused is not None:  # the current buffer becomes the best one; later passes write elsewhere
+            np.copyto(self.best[0], self.glob)
+            self.best_buffer = self.current
+            return
         for kept, now in zip(self.best, (self.glob, self.mean, self.log_scale)):
             np.copyto(kept, now)
 
     def _restore_best(self):
+        if self.fused is not None:
+            np.copyto(self.glob, self.best[0])
+            self._use_buffer(self.best_buffer)
+            return
         for kept, now in zip(self.best, (self.glob, self.mean, self.log_scale)):
             np.copyto(now, kept)
 
     def _local_log_sd_range(self):
+        if self.fused is not None:
+            return self.log_sd_range
         return float(self.log_scale.min(initial=math.inf)), float(self.log_scale.max(initial=-math.inf))
 
     def _locals(self):

@@ -16,6 +16,8 @@ from cython.parallel cimport prange
 from libc.math cimport isfinite, pow, sqrt
 from libc.stdint cimport int64_t
 
+from _adam cimport adam_apply, adam_grad
+
 # Below this many elements the update runs on one thread (OpenMP start-up costs more than it saves).
 cdef Py_ssize_t _PARALLEL_MIN = 1 << 15
 
@@ -26,20 +28,16 @@ def cy_adam_dense(const double[::1] p, const double[::1] g, double[::1] m, doubl
     """Dense update of every element; ``p_out`` may be ``p`` (in place). Returns the count of non-finite ĝ."""
     cdef Py_ssize_t i, n = p.shape[0]
     cdef Py_ssize_t bad = 0
-    cdef double gi, mi, vi
+    cdef double gi
     cdef double c1 = 1.0 - beta1
     cdef double c2 = 1.0 - beta2
     cdef int threads = num_threads if n >= _PARALLEL_MIN else 1
     with nogil:
         for i in prange(n, schedule="static", num_threads=threads):
-            gi = gscale * g[i] + goffset
+            gi = adam_grad(g[i], gscale, goffset)
             if not isfinite(gi):
                 bad += 1
-            mi = beta1 * m[i] + c1 * gi
-            vi = beta2 * v[i] + c2 * gi * gi
-            m[i] = mi
-            v[i] = vi
-            p_out[i] = p[i] + step * mi / (sqrt(vi) / sqrt_bc2 + eps)
+            p_out[i] = adam_apply(p[i], gi, &m[i], &v[i], step, beta1, c1, beta2, c2, sqrt_bc2, eps)
     return bad
 
 
@@ -53,7 +51,7 @@ def cy_adam_rows(double[:, ::1] p, const double[:, ::1] g, double[:, ::1] m, dou
     """
     cdef Py_ssize_t b, j, r, n_rows = rows.shape[0], k = p.shape[1]
     cdef Py_ssize_t bad = 0
-    cdef double gi, mi, vi, step, sqrt_bc2, t
+    cdef double gi, step, sqrt_bc2, t
     cdef double c1 = 1.0 - beta1
     cdef double c2 = 1.0 - beta2
     cdef int threads = num_threads if n_rows * k >= _PARALLEL_MIN else 1
@@ -64,12 +62,8 @@ def cy_adam_rows(double[:, ::1] p, const double[:, ::1] g, double[:, ::1] m, dou
             step = lr / (1.0 - pow(beta1, t))
             sqrt_bc2 = sqrt(1.0 - pow(beta2, t))
             for j in range(k):
-                gi = gscale * g[b, j] + goffset
+                gi = adam_grad(g[b, j], gscale, goffset)
                 if not isfinite(gi):
                     bad += 1
-                mi = beta1 * m[r, j] + c1 * gi
-                vi = beta2 * v[r, j] + c2 * gi * gi
-                m[r, j] = mi
-                v[r, j] = vi
-                p[r, j] = p[r, j] + step * mi / (sqrt(vi) / sqrt_bc2 + eps)
+                p[r, j] = adam_apply(p[r, j], gi, &m[r, j], &v[r, j], step, beta1, c1, beta2, c2, sqrt_bc2, eps)
     return bad
