@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._threads import ROW_BLOCK, row_blocks, run_blocks
+from ._threads import row_blocks, run_blocks
 from ._validate import as_float_array, check_bool, check_choice, check_int, check_random_state
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "softplus")
@@ -567,8 +567,9 @@ class _BoundMLP(BoundEncoder):
                   else [grad_mean, grad_log_scale])
         n = design.shape[0]
         blocks = row_blocks(n)
-        if self._ones is None or self._ones.shape[0] != min(n, ROW_BLOCK):
-            self._ones = np.ones(min(n, ROW_BLOCK))
+        longest = max((r1 - r0 for r0, r1 in blocks), default=0)
+        if self._ones is None or self._ones.shape[0] < longest:
+            self._ones = np.ones(longest)
         partial = self._buffer(("partial",), (len(blocks), self.n_params))
         scratch = [{i: (self._buffer(("g", t, i), (n, layers[i][3])), self._buffer(("work", t, i), (n, layers[i][3])))
                     for i in range(1, len(layers))} for t, layers in enumerate(self.towers)]
