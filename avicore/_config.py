@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import warnings
 
 # fastmath without "nnan"/"ninf": log-space code relies on -inf and NaN checks.
@@ -56,6 +57,9 @@ def _default_num_threads() -> int:
 
 
 _num_threads: int | None = None
+# Set while a thread runs blocks of avicore._threads.run_blocks: kernels called from a block run on one thread (the
+# blocks already occupy the cores; nested OpenMP teams would oversubscribe them).
+_block_thread = threading.local()
 
 
 def get_num_threads() -> int:
@@ -65,6 +69,8 @@ def get_num_threads() -> int:
     above the CPUs available warns (once per count).
     """
     global _num_threads
+    if getattr(_block_thread, "inside", False):  # a block of avicore._threads.run_blocks: one thread each
+        return 1
     if _num_threads is None:
         _num_threads = _default_num_threads()
     return _num_threads

@@ -43,17 +43,25 @@ def run_blocks(fn: Callable[[int], None], n_blocks: int) -> None:
     """Call ``fn(b)`` for every block b in ``range(n_blocks)``, spread over up to ``get_num_threads()`` threads.
 
     Thread k takes blocks k, k + T, k + 2T, … (T threads); the calling thread takes its share too. ``fn`` must write
-    only its block's outputs. An exception in any block is raised here.
+    only its block's outputs. Inside a block :func:`avicore.get_num_threads` is 1, so the kernels a block calls
+    (Cython ``prange``) run on its thread alone and no OpenMP team is started beside the pool (an OpenMP team's
+    workers spin for milliseconds after each parallel region, taking cores from the pool's threads). An exception
+    in any block is raised here.
     """
     threads = min(_config.get_num_threads(), n_blocks)
-    if threads <= 1:
-        for b in range(n_blocks):
-            fn(b)
-        return
 
     def share(k: int) -> None:
-        for b in range(k, n_blocks, threads):
-            fn(b)
+        flag = _config._block_thread
+        outer, flag.inside = getattr(flag, "inside", False), True
+        try:
+            for b in range(k, n_blocks, threads):
+                fn(b)
+        finally:
+            flag.inside = outer
+
+    if threads <= 1:
+        share(0)
+        return
 
     futures = [_executor(threads - 1).submit(share, k) for k in range(1, threads)]
     share(0)

@@ -863,8 +863,7 @@ class AVI(_Engine):
             mean, log_scale, cache = self.bound.forward(phi, design, keep=True)
             if not all_finite(mean, log_scale):
                 raise _Diverged
-            terms = self.model.local_terms(xb, mean, log_scale, theta, seed=seed, step=step, index=idx,
-                                           backend=self.backend_resolved)
+            terms = self._terms(xb, mean, log_scale, theta, seed, step, idx)
             log_joint += terms.log_joint
             grad_global += terms.grad_global
             sum_log_scale += float(np.sum(log_scale))
@@ -879,6 +878,35 @@ class AVI(_Engine):
             g_phi -= self.weight_decay * phi
         self.log_sd_range = (lo, hi)
         return log_joint, grad_global, sum_log_scale, (g_phi,)
+
+    def _terms(self, x, mean, log_scale, theta, seed, step, index):
+        """The model's fused pass over a chunk of rows. A built-in hierarchical model on the Cython backend runs it in
+        the encoder's row blocks on avicore's threads (avicore._threads: one thread a block, the per-sample sums
+        added in block order, so the same bits for any thread count), which keeps the whole A-VI step on one pool
+        of threads; other models in one call."""
+        from ._threads import row_blocks, run_blocks
+        from .models.base import LocalTerms
+        from .models.hierarchical import HierarchicalModel
+
+        model, backend = self.model, self.backend_resolved
+        blocks = row_blocks(x.shape[0])
+        if (backend != "cython" or len(blocks) == 1 or not isinstance(model, HierarchicalModel)
+                or type(model).local_terms is not HierarchicalModel.local_terms):
+            return model.local_terms(x, mean, log_scale, theta, seed=seed, step=step, index=index, backend=backend)
+        grad_mean, grad_log_scale = np.empty_like(mean), np.empty_like(log_scale)
+        log_joint = np.empty((len(blocks), theta.shape[0]))
+        grad_global = np.empty((len(blocks),) + theta.shape)
+
+        def run(b: int) -> None:
+            r0, r1 = blocks[b]
+            out = LocalTerms(log_joint=log_joint[b], grad_mean=grad_mean[r0:r1], grad_log_scale=grad_log_scale[r0:r1],
+                             grad_global=grad_global[b])
+            model.local_terms(x[r0:r1], mean[r0:r1], log_scale[r0:r1], theta, seed=seed, step=step,
+                              index=index[r0:r1], backend=backend, out=out)
+
+        run_blocks(run, len(blocks))
+        return LocalTerms(log_joint=log_joint.sum(axis=0), grad_mean=grad_mean, grad_log_scale=grad_log_scale,
+                          grad_global=grad_global.sum(axis=0))
 
     def _apply(self, g_glob, grads, rows, lr):
         self.adam.lr = lr
