@@ -3,7 +3,9 @@
 An encoder maps the inputs uₙ of each observation to the parameters of its variational factor,
 q(zₙ) = N(mean(uₙ), diag exp(log_scale(uₙ))²). Its parameters are one flat float64 vector φ, so that the optimizer
 updates them in one vectorised step, and its forward and backward passes are hand-written and batched over the
-rows (NumPy matmuls, i.e. BLAS).
+rows (NumPy matmuls, i.e. BLAS). The MLP's passes run in fixed blocks of rows on avicore's threads
+(:mod:`avicore._threads`; one BLAS thread per block during a fit), each block's gradient kept apart and the blocks
+added in order, so the results are the same bits for any :func:`avicore.set_num_threads`.
 
 An :class:`Encoder` is an immutable specification (``MLP(16)``). :meth:`Encoder.bind` fixes it to a data set and a
 latent dimension and returns a :class:`BoundEncoder`, which owns the parameter-free preprocessing of the inputs

@@ -16,11 +16,11 @@ Vector-valued user models run the generic Numba loop.
 """
 
 from cython.parallel cimport parallel, prange, threadid
-from libc.math cimport cos, exp, fabs, isfinite, sin
+from libc.math cimport cos, exp, fabs, sin
 from libc.stdint cimport int64_t, uint64_t
 
 from _counter_normal cimport cn_first_hash, cn_normal, cn_normal_fast, cn_row_key
-from _adam cimport adam_apply, adam_grad
+from _adam cimport adam_span, avicore_adam_coef
 from _counter_rng cimport cr_mix64
 from _fast_exp cimport fast_exp, fast_exp_checked
 from _fast_sincos cimport fast_sincos, fast_sincos_checked
@@ -187,31 +187,29 @@ FUSED_EXTRA_COLUMNS = FUSED_EXTRA
 
 cdef void _adam_chunk(const double* mean, const double* log_scale, const double* gm, const double* gls,
                       double* m_mean, double* v_mean, double* m_ls, double* v_ls, double* mean_out, double* ls_out,
-                      Py_ssize_t n_rows, const double* coef, double* extra) noexcept nogil:
-    """Adam on one chunk's rows (their gradients gm, gls still in cache), and the chunk's Σ log sₙ, min, max and
-    count of non-finite ĝ; coef = (step, β₁, β₂, √(1 − β₂ᵗ), ε); ĝ = 1·g + 0 for the means, 1·g + 1 for the log
-    scales (the entropy), as the engine's unfused Adam steps."""
-    cdef Py_ssize_t n
-    cdef double step = coef[0], beta1 = coef[1], beta2 = coef[2], sqrt_bc2 = coef[3], eps = coef[4]
-    cdef double c1 = 1.0 - beta1, c2 = 1.0 - beta2
-    cdef double total = 0.0, lo = log_scale[0], hi = log_scale[0], bad = 0.0, gi, ls
+                      Py_ssize_t n_rows, const avicore_adam_coef* coef, double* extra) noexcept nogil:
+    """Adam on one chunk's rows (their gradients gm, gls still in cache; adam_span of _adam.h, as the dense step),
+    and the chunk's Σ log sₙ (four interleaved partial sums, added in a fixed order), min, max and count of
+    non-finite ĝ; ĝ = 1·g + 0 for the means, 1·g + 1 for the log scales (the entropy), as the engine's unfused
+    Adam steps."""
+    cdef Py_ssize_t n, n4 = n_rows - n_rows % 4
+    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0, lo = log_scale[0], hi = log_scale[0], ls
+    for n in range(0, n4, 4):
+        s0 += log_scale[n]
+        s1 += log_scale[n + 1]
+        s2 += log_scale[n + 2]
+        s3 += log_scale[n + 3]
+    for n in range(n4, n_rows):
+        s0 += log_scale[n]
     for n in range(n_rows):
         ls = log_scale[n]
-        total += ls
         lo = ls if ls < lo else lo
         hi = ls if ls > hi else hi
-        gi = adam_grad(gm[n], 1.0, 0.0)
-        if not isfinite(gi):
-            bad += 1.0
-        mean_out[n] = adam_apply(mean[n], gi, &m_mean[n], &v_mean[n], step, beta1, c1, beta2, c2, sqrt_bc2, eps)
-        gi = adam_grad(gls[n], 1.0, 1.0)
-        if not isfinite(gi):
-            bad += 1.0
-        ls_out[n] = adam_apply(ls, gi, &m_ls[n], &v_ls[n], step, beta1, c1, beta2, c2, sqrt_bc2, eps)
-    extra[FUSED_SUM_LS] = total
+    extra[FUSED_SUM_LS] = (s0 + s1) + (s2 + s3)
     extra[FUSED_MIN_LS] = lo
     extra[FUSED_MAX_LS] = hi
-    extra[FUSED_BAD] = bad
+    extra[FUSED_BAD] = <double> (adam_span(mean, gm, m_mean, v_mean, mean_out, n_rows, 1.0, 0.0, coef)
+                                 + adam_span(log_scale, gls, m_ls, v_ls, ls_out, n_rows, 1.0, 1.0, coef))
 
 
 def cy_local_terms_adam(int model, const double[::1] params, const double[:, ::1] x, const double[:, ::1] mean,
@@ -239,7 +237,8 @@ def cy_local_terms_adam(int model, const double[::1] params, const double[:, ::1
     cdef const double* p_mean = &mean[0, 0]
     cdef const double* p_ls = &log_scale[0, 0]
     cdef const double* p_theta = &theta[0, 0]
-    cdef const double* p_coef = &coef[0]
+    cdef avicore_adam_coef adam
+    adam.step, adam.beta1, adam.beta2, adam.sqrt_bc2, adam.eps = coef[0], coef[1], coef[2], coef[3], coef[4]
     cdef double* p_part = &part[0, 0]
     cdef double* p_mm = &m_mean[0, 0]
     cdef double* p_vm = &v_mean[0, 0]
@@ -262,7 +261,7 @@ def cy_local_terms_adam(int model, const double[::1] params, const double[:, ::1
             _local_terms_chunk(model, p_params, p_x + n0, p_mean + n0, p_ls + n0, p_theta, n_samples, key, NULL,
                                n0, 0, n1 - n0, p_part + c * stride, p_part + c * stride + n_samples, gm, gls)
             _adam_chunk(p_mean + n0, p_ls + n0, gm, gls, p_mm + n0, p_vm + n0, p_mls + n0, p_vls + n0, p_mo + n0,
-                        p_lo + n0, n1 - n0, p_coef, p_part + c * stride + 2 * n_samples)
+                        p_lo + n0, n1 - n0, &adam, p_part + c * stride + 2 * n_samples)
 
 
 def cy_counter_normals(uint64_t key, const int64_t[::1] index, Py_ssize_t n_samples, Py_ssize_t dim,
