@@ -531,7 +531,10 @@ class FVI(_Engine):
     -----
     Initialisation: q(zₙ) from ``model.init_local(x)`` (default mean 0, sd 1), q(θ) from ``model.init_global(x)``.
     One iteration costs one fused pass over the batch (O(B·S) model evaluations, no B × S temporaries on the
-    compiled backends) plus an O(B·d) Adam update.
+    compiled backends) plus an O(B·d) Adam update. Without minibatches, a built-in hierarchical model on the Cython
+    backend takes the Adam step of the locals inside the pass (:class:`avicore.kernels.elbo.FusedLocalAdam`: one
+    sweep over the per-row state, parallel over fixed chunks of rows, the same bits for any thread count), and the
+    best state seen is kept by rotating three buffers of the locals instead of copying them.
 
     Examples
     --------

@@ -173,7 +173,8 @@ def main() -> None:
     args = parser.parse_args()
     quick, repeats = args.quick, args.repeats
     counts = thread_counts()
-    print(f"# bench_threads ({machine_line()}; thread counts {counts})")
+    print(f"# bench_threads ({machine_line()}; thread counts {counts}; load average {os.getloadavg()[0]:.1f} at "
+          f"the start: other work on the cores makes every multi-thread time slower)")
 
     n_triad = 1 << (23 if quick else 25)
     bandwidth = {}
@@ -218,7 +219,8 @@ def main() -> None:
     for title, _, _ in cases:
         times, nbytes = results[title]
         print_scaling(title, counts, times, bandwidth if nbytes else None, nbytes, peers[title])
-    print("\n(peers at all cores; speed-ups against one thread in this run)")
+    print(f"\n(peers at all cores; speed-ups against one thread in this run; load average {os.getloadavg()[0]:.1f} "
+          f"at the end)")
 
 
 if __name__ == "__main__":
