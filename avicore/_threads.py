@@ -9,6 +9,7 @@ same bits for any :func:`avicore.set_num_threads`.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,17 @@ ROW_BLOCK = 1024
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _lock = threading.Lock()
+
+
+def _forget_pool_after_fork() -> None:
+    """A forked child inherits the pool's bookkeeping but not its threads (work submitted there would wait
+    forever): it starts its own pool on first use."""
+    global _pool, _pool_size, _lock
+    _pool, _pool_size, _lock = None, 0, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def row_blocks(n_rows: int, block: int = ROW_BLOCK) -> list[tuple[int, int]]:
