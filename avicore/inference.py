@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from . import _config, backends
-from ._engine_parts import Batches, GlobalNoise, Progress, fixed_global, lr_schedule
+from ._engine_parts import Batches, FusedLocals, GlobalNoise, Progress, blocked_local_terms, fixed_global, lr_schedule
 from ._fit_health import FitHealth, lr_text
 from ._validate import as_float_array, check_choice, check_int, check_scalar, check_seed_int
 from .encoders import BoundEncoder, Encoder, check_window, window_inputs
@@ -628,50 +628,11 @@ class FVI(_Engine):
         hook = getattr(model, "_fvi_local_solver", None)
         self.local_solver = None if hook is None or self.batch_size is not None else hook(
             x, backend=self.backend_resolved, global_q=self.global_q, fixed_global=self.fixed_global)
-        self.fused = self._fused_pass(x)
-        if self.fused is not None:  # three buffers of the locals, rotated: current, next, best (no copies)
-            self.buffers = [(self.mean, self.log_scale)] + [(np.empty_like(self.mean), np.empty_like(self.log_scale))
-                                                            for _ in range(2)]
-            self.current, self.best_buffer = 0, -1
-
-    def _fused_pass(self, x):
-        """The Cython pass with the local Adam step fused in, where it applies (full batch, a built-in scalar
-        model, Adam on the locals), else None."""
-        from .kernels.elbo import FusedLocalAdam
-        from .models.hierarchical import HierarchicalModel
-
-        model = self.model
-        if (self.backend_resolved != "cython" or self.local_solver is not None
-                or (self.batch_size is not None and self.batch_size < x.shape[0])
-                or not isinstance(model, HierarchicalModel)
-                or type(model).local_terms is not HierarchicalModel.local_terms):
-            return None
-        return FusedLocalAdam(model._model_id, model._params, x.shape[0], self.n_samples)
-
-    def _next_buffer(self):
-        return next(i for i in range(3) if i not in (self.current, self.best_buffer))
-
-    def _use_buffer(self, i):
-        self.current = i
-        self.mean, self.log_scale = self.buffers[i]
-
-    def _fused_local_pass(self, theta, seed, step):
-        adam_m, adam_ls = self.adam_mean, self.adam_log_scale
-        adam_m.lr = adam_ls.lr = self.lr_t
-        adam_step, sqrt_bc2 = adam_m.advance()
-        adam_ls.advance()
-        self.pending = self._next_buffer()
-        mean_out, ls_out = self.buffers[self.pending]
-        res = self.fused(self.x, self.mean, self.log_scale, theta, seed=seed, step=step,
-                         moments=(adam_m.m, adam_m.v, adam_ls.m, adam_ls.v), mean_out=mean_out, log_scale_out=ls_out,
-                         adam_step=adam_step, beta1=adam_m.beta1, beta2=adam_m.beta2, sqrt_bc2=sqrt_bc2, eps=adam_m.eps)
-        adam_m.finite = adam_ls.finite = res.n_nonfinite == 0
-        self.log_sd_range = (res.min_log_scale, res.max_log_scale)
-        return res.log_joint, res.grad_global, res.sum_log_scale, None
+        self.fused = FusedLocals.make(self, x)  # None unless the Adam step of the locals can join the pass
 
     def _local_pass(self, rows, theta, seed, step, scale):
         if rows is None and self.fused is not None:
-            return self._fused_local_pass(theta, seed, step)
+            return self.fused.run(self.x, theta, seed, step, self.adam_mean, self.adam_log_scale, self.lr_t)
         if rows is None:
             xb, mb, lsb, idx = self.x, self.mean, self.log_scale, self.index
         else:
@@ -684,7 +645,7 @@ class FVI(_Engine):
         if grads is None:  # the fused pass already wrote the locals' update into the next buffer
             self.adam_global.lr = lr
             self.adam_global.step(self.glob, g_glob, out=self.glob)
-            self._use_buffer(self.pending)
+            self.mean, self.log_scale = self.fused.accept()
             return self.adam_mean.finite
         g_mean, g_log_scale = grads
         self.adam_global.lr = self.adam_mean.lr = self.adam_log_scale.lr = lr
@@ -708,7 +669,7 @@ class FVI(_Engine):
     def _keep_best(self):
         if self.fused is not None:  # the current buffer becomes the best one; later passes write elsewhere
             np.copyto(self.best[0], self.glob)
-            self.best_buffer = self.current
+            self.fused.keep_best()
             return
         for kept, now in zip(self.best, (self.glob, self.mean, self.log_scale)):
             np.copyto(kept, now)
@@ -716,14 +677,14 @@ class FVI(_Engine):
     def _restore_best(self):
         if self.fused is not None:
             np.copyto(self.glob, self.best[0])
-            self._use_buffer(self.best_buffer)
+            self.mean, self.log_scale = self.fused.restore_best()
             return
         for kept, now in zip(self.best, (self.glob, self.mean, self.log_scale)):
             np.copyto(now, kept)
 
     def _local_log_sd_range(self):
         if self.fused is not None:
-            return self.log_sd_range
+            return self.fused.log_sd_range
         return float(self.log_scale.min(initial=math.inf)), float(self.log_scale.max(initial=-math.inf))
 
     def _locals(self):
@@ -866,7 +827,7 @@ class AVI(_Engine):
             mean, log_scale, cache = self.bound.forward(phi, design, keep=True)
             if not all_finite(mean, log_scale):
                 raise _Diverged
-            terms = self._terms(xb, mean, log_scale, theta, seed, step, idx)
+            terms = blocked_local_terms(self.model, self.backend_resolved, xb, mean, log_scale, theta, seed, step, idx)
             log_joint += terms.log_joint
             grad_global += terms.grad_global
             sum_log_scale += float(np.sum(log_scale))
@@ -881,35 +842,6 @@ class AVI(_Engine):
             g_phi -= self.weight_decay * phi
         self.log_sd_range = (lo, hi)
         return log_joint, grad_global, sum_log_scale, (g_phi,)
-
-    def _terms(self, x, mean, log_scale, theta, seed, step, index):
-        """The model's fused pass over a chunk of rows. A built-in hierarchical model on the Cython backend runs it in
-        the encoder's row blocks on avicore's threads (avicore._threads: one thread a block, the per-sample sums
-        added in block order, so the same bits for any thread count), which keeps the whole A-VI step on one pool
-        of threads; other models in one call."""
-        from ._threads import row_blocks, run_blocks
-        from .models.base import LocalTerms
-        from .models.hierarchical import HierarchicalModel
-
-        model, backend = self.model, self.backend_resolved
-        blocks = row_blocks(x.shape[0])
-        if (backend != "cython" or len(blocks) == 1 or not isinstance(model, HierarchicalModel)
-                or type(model).local_terms is not HierarchicalModel.local_terms):
-            return model.local_terms(x, mean, log_scale, theta, seed=seed, step=step, index=index, backend=backend)
-        grad_mean, grad_log_scale = np.empty_like(mean), np.empty_like(log_scale)
-        log_joint = np.empty((len(blocks), theta.shape[0]))
-        grad_global = np.empty((len(blocks),) + theta.shape)
-
-        def run(b: int) -> None:
-            r0, r1 = blocks[b]
-            out = LocalTerms(log_joint=log_joint[b], grad_mean=grad_mean[r0:r1], grad_log_scale=grad_log_scale[r0:r1],
-                             grad_global=grad_global[b])
-            model.local_terms(x[r0:r1], mean[r0:r1], log_scale[r0:r1], theta, seed=seed, step=step,
-                              index=index[r0:r1], backend=backend, out=out)
-
-        run_blocks(run, len(blocks))
-        return LocalTerms(log_joint=log_joint.sum(axis=0), grad_mean=grad_mean, grad_log_scale=grad_log_scale,
-                          grad_global=grad_global.sum(axis=0))
 
     def _apply(self, g_glob, grads, rows, lr):
         self.adam.lr = lr

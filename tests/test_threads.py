@@ -10,8 +10,8 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 import avicore
 from avicore import _threads
+from avicore._engine_parts import FusedLocals
 from avicore.encoders import MLP
-from avicore.inference import FVI
 from avicore.models import LinearHierarchical, NonlinearHierarchical
 from avicore.optim import DivergenceWarning
 
@@ -52,7 +52,7 @@ def test_fused_fvi_pass_equals_the_unfused_pass(monkeypatch):
     model = NonlinearHierarchical()
     x = model.simulate(9_000, seed=2).x
     fused = avicore.FVI(model, n_samples=3, backend="cython", elbo_samples=20).fit(x, n_iter=40, lr=0.05, seed=5)
-    monkeypatch.setattr(FVI, "_fused_pass", lambda self, x: None)
+    monkeypatch.setattr(FusedLocals, "make", classmethod(lambda cls, engine, x: None))
     plain = avicore.FVI(model, n_samples=3, backend="cython", elbo_samples=20).fit(x, n_iter=40, lr=0.05, seed=5)
     assert_same_bits(fused, plain, RESULT_ARRAYS[1:])
     assert_allclose(fused.trace, plain.trace, rtol=1e-13, atol=0)
@@ -67,7 +67,7 @@ def test_fused_fvi_returns_the_same_best_state_when_a_fit_diverges(monkeypatch):
     results = []
     for fused in (True, False):
         if not fused:
-            monkeypatch.setattr(FVI, "_fused_pass", lambda self, x: None)
+            monkeypatch.setattr(FusedLocals, "make", classmethod(lambda cls, engine, x: None))
         with pytest.warns(DivergenceWarning):
             results.append(avicore.FVI(model, n_samples=1, backend="cython", elbo_samples=20)
                            .fit(x, n_iter=300, lr=1e4, seed=6))
