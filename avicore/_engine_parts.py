@@ -149,13 +149,15 @@ def blocked_local_terms(model: Any, backend: str, x: np.ndarray, mean: np.ndarra
     other models in one call.
     """
     from ._threads import row_blocks, run_blocks
+    from .kernels.elbo import local_terms
     from .models.base import LocalTerms
-    from .models.hierarchical import HierarchicalModel
+    from .models.hierarchical import HierarchicalModel, check_local_inputs
 
     blocks = row_blocks(x.shape[0])
     if (backend != "cython" or len(blocks) == 1 or not isinstance(model, HierarchicalModel)
             or type(model).local_terms is not HierarchicalModel.local_terms):
         return model.local_terms(x, mean, log_scale, theta, seed=seed, step=step, index=index, backend=backend)
+    check_local_inputs(model, x, mean, log_scale, theta, index)  # once; the blocks call the kernel directly
     grad_mean, grad_log_scale = np.empty_like(mean), np.empty_like(log_scale)
     log_joint = np.empty((len(blocks), theta.shape[0]))
     grad_global = np.empty((len(blocks), *theta.shape))
@@ -164,8 +166,8 @@ def blocked_local_terms(model: Any, backend: str, x: np.ndarray, mean: np.ndarra
         r0, r1 = blocks[b]
         out = LocalTerms(log_joint=log_joint[b], grad_mean=grad_mean[r0:r1], grad_log_scale=grad_log_scale[r0:r1],
                          grad_global=grad_global[b])
-        model.local_terms(x[r0:r1], mean[r0:r1], log_scale[r0:r1], theta, seed=seed, step=step, index=index[r0:r1],
-                          backend=backend, out=out)
+        local_terms(model._model_id, model._params, x[r0:r1], mean[r0:r1], log_scale[r0:r1], theta, seed=seed,
+                    step=step, index=index[r0:r1], backend=backend, out=out)
 
     run_blocks(run, len(blocks))
     return LocalTerms(log_joint=log_joint.sum(axis=0), grad_mean=grad_mean, grad_log_scale=grad_log_scale,
