@@ -59,6 +59,9 @@ def _default_num_threads() -> int:
 
 
 _num_threads: int | None = None
+# Set while a thread runs blocks of avicore._threads.run_blocks: kernels called from a block run on one thread (the
+# blocks already occupy the cores; nested OpenMP teams would oversubscribe them).
+_block_thread = threading.local()
 
 
 def get_num_threads() -> int:
@@ -68,6 +71,8 @@ def get_num_threads() -> int:
     above the CPUs available warns (once per count).
     """
     global _num_threads
+    if getattr(_block_thread, "inside", False):  # a block of avicore._threads.run_blocks: one thread each
+        return 1
     if _num_threads is None:
         _num_threads = _default_num_threads()
     return _num_threads

@@ -137,3 +137,102 @@ def fixed_global(fix_global: Any, d_theta: int, point: bool) -> tuple[np.ndarray
     if (sd <= 0).any():
         raise ValueError(f"fix_global sd must be > 0; got min {float(sd.min())!r}.")
     return mean, np.log(sd)
+
+
+def blocked_local_terms(model: Any, backend: str, x: np.ndarray, mean: np.ndarray, log_scale: np.ndarray,
+                        theta: np.ndarray, seed: int, step: int, index: np.ndarray) -> Any:
+    """A-VI's call of the model's fused pass over a chunk of rows → :class:`~avicore.models.base.LocalTerms`.
+
+    A built-in hierarchical model on the Cython backend runs it in the encoder's row blocks on avicore's threads
+    (:mod:`avicore._threads`: one thread a block, the per-sample sums added in block order, so the same bits for
+    any thread count), which keeps the whole A-VI step on one pool of threads (no OpenMP team spinning beside it);
+    other models in one call.
+    """
+    from ._threads import row_blocks, run_blocks
+    from .kernels.elbo import local_terms
+    from .models.base import LocalTerms
+    from .models.hierarchical import HierarchicalModel, check_local_inputs
+
+    blocks = row_blocks(x.shape[0])
+    if (backend != "cython" or len(blocks) == 1 or not isinstance(model, HierarchicalModel)
+            or type(model).local_terms is not HierarchicalModel.local_terms):
+        return model.local_terms(x, mean, log_scale, theta, seed=seed, step=step, index=index, backend=backend)
+    check_local_inputs(model, x, mean, log_scale, theta, index)  # once; the blocks call the kernel directly
+    grad_mean, grad_log_scale = np.empty_like(mean), np.empty_like(log_scale)
+    log_joint = np.empty((len(blocks), theta.shape[0]))
+    grad_global = np.empty((len(blocks), *theta.shape))
+
+    def run(b: int) -> None:
+        r0, r1 = blocks[b]
+        out = LocalTerms(log_joint=log_joint[b], grad_mean=grad_mean[r0:r1], grad_log_scale=grad_log_scale[r0:r1],
+                         grad_global=grad_global[b])
+        local_terms(model._model_id, model._params, x[r0:r1], mean[r0:r1], log_scale[r0:r1], theta, seed=seed,
+                    step=step, index=index[r0:r1], backend=backend, out=out)
+
+    run_blocks(run, len(blocks))
+    return LocalTerms(log_joint=log_joint.sum(axis=0), grad_mean=grad_mean, grad_log_scale=grad_log_scale,
+                      grad_global=grad_global.sum(axis=0))
+
+
+class FusedLocals:
+    """F-VI's locals (mₙ, log sₙ) when their Adam step runs inside the Cython pass
+    (:class:`avicore.kernels.elbo.FusedLocalAdam`).
+
+    The pass reads the current buffer and writes the updated locals into another, so the state the ELBO estimate
+    belongs to is intact until the engine accepts the step. Three buffers rotate — current, next, best — so keeping
+    the best state and restoring it move no data: the next pass writes into the one buffer that is neither current
+    nor best.
+    """
+
+    def __init__(self, kernel: Any, mean: np.ndarray, log_scale: np.ndarray) -> None:
+        self.kernel = kernel
+        self.buffers = [(mean, log_scale)] + [(np.empty_like(mean), np.empty_like(log_scale)) for _ in range(2)]
+        self.current, self.best, self.pending = 0, -1, -1
+        self.log_sd_range = (0.0, 0.0)
+
+    @classmethod
+    def make(cls, engine: Any, x: np.ndarray) -> FusedLocals | None:
+        """For an F-VI engine after its setup: the fused locals where they apply (backend cython, no minibatches,
+        no model solver of the locals, a built-in hierarchical model), else None."""
+        from .kernels.elbo import FusedLocalAdam
+        from .models.hierarchical import HierarchicalModel
+
+        model = engine.model
+        if (engine.backend_resolved != "cython" or engine.local_solver is not None
+                or (engine.batch_size is not None and engine.batch_size < x.shape[0])
+                or not isinstance(model, HierarchicalModel)
+                or type(model).local_terms is not HierarchicalModel.local_terms):
+            return None
+        kernel = FusedLocalAdam(model._model_id, model._params, x.shape[0], engine.n_samples)
+        return cls(kernel, engine.mean, engine.log_scale)
+
+    def run(self, x: np.ndarray, theta: np.ndarray, seed: int, step: int, adam_mean: Any, adam_log_scale: Any,
+            lr: float) -> tuple[np.ndarray, np.ndarray, float, None]:
+        """One pass with the Adam step of the locals (both optimisers count the step) → the engine's
+        ``_local_pass`` tuple (log_joint, grad_global, Σ log sₙ, None)."""
+        adam_mean.lr = adam_log_scale.lr = lr
+        adam_step, sqrt_bc2 = adam_mean.advance()
+        adam_log_scale.advance()
+        self.pending = next(i for i in range(3) if i not in (self.current, self.best))
+        (mean, log_scale), (mean_out, ls_out) = self.buffers[self.current], self.buffers[self.pending]
+        res = self.kernel(x, mean, log_scale, theta, seed=seed, step=step,
+                          moments=(adam_mean.m, adam_mean.v, adam_log_scale.m, adam_log_scale.v), mean_out=mean_out,
+                          log_scale_out=ls_out, adam_step=adam_step, beta1=adam_mean.beta1, beta2=adam_mean.beta2,
+                          sqrt_bc2=sqrt_bc2, eps=adam_mean.eps)
+        adam_mean.finite = adam_log_scale.finite = res.n_nonfinite == 0
+        self.log_sd_range = (res.min_log_scale, res.max_log_scale)
+        return res.log_joint, res.grad_global, res.sum_log_scale, None
+
+    def accept(self) -> tuple[np.ndarray, np.ndarray]:
+        """The last pass's update becomes the current state → (mean, log_scale)."""
+        self.current = self.pending
+        return self.buffers[self.current]
+
+    def keep_best(self) -> None:
+        """The current state is the best so far (before the pending update is accepted)."""
+        self.best = self.current
+
+    def restore_best(self) -> tuple[np.ndarray, np.ndarray]:
+        """Go back to the best state kept → (mean, log_scale)."""
+        self.current = self.best
+        return self.buffers[self.current]

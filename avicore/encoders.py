@@ -3,7 +3,9 @@
 An encoder maps the inputs uₙ of each observation to the parameters of its variational factor,
 q(zₙ) = N(mean(uₙ), diag exp(log_scale(uₙ))²). Its parameters are one flat float64 vector φ, so that the optimizer
 updates them in one vectorised step, and its forward and backward passes are hand-written and batched over the
-rows (NumPy matmuls, i.e. BLAS).
+rows (NumPy matmuls, i.e. BLAS). The MLP's passes run in fixed blocks of rows on avicore's threads
+(:mod:`avicore._threads`; one BLAS thread per block during a fit), each block's gradient kept apart and the blocks
+added in order, so the results are the same bits for any :func:`avicore.set_num_threads`.
 
 An :class:`Encoder` is an immutable specification (``MLP(16)``). :meth:`Encoder.bind` fixes it to a data set and a
 latent dimension and returns a :class:`BoundEncoder`, which owns the parameter-free preprocessing of the inputs
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._threads import row_blocks, run_blocks
 from ._validate import as_float_array, check_allocation, check_bool, check_choice, check_int, check_random_state
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "softplus")
@@ -516,60 +519,88 @@ class _BoundMLP(BoundEncoder):
             buf = self._buffers[key] = np.empty(shape)
         return buf
 
-    def _tower_forward(self, params, layers, h, keep, tower):
+    def _hidden_buffers(self, n: int) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+        """Per tower and hidden layer, the reused (pre-activation, activation) arrays of a training step."""
+        return [[(self._buffer(("a", t, i), (n, fan_out)), self._buffer(("h", t, i), (n, fan_out)))
+                 for i, (_, _, _, _, fan_out) in enumerate(layers[:-1])] for t, layers in enumerate(self.towers)]
+
+    def _tower_forward(self, params, layers, h, hidden, out):
+        """One block of rows through one tower: ``h`` (rows, fan_in) → ``out`` (rows, n_out); the hidden layers
+        write into ``hidden`` (views of the reused buffers for a training step) or, when it is None, fresh arrays."""
         act = self.spec.activation
-        cache = []  # per hidden layer: (pre-activation, activation)
-        n = h.shape[0]
         for i, (w0, w1, b1, fan_in, fan_out) in enumerate(layers):
             w = params[w0:w1].reshape(fan_in, fan_out)
             last = i == len(layers) - 1
-            # With keep=True (a training step: backward consumes the cache before the next forward) the hidden
-            # layers write into reused buffers; other calls (encode, gradient checks) get fresh arrays.
-            a = self._buffer(("a", tower, i), (n, fan_out)) if keep and not last else None
+            a = out if last else (None if hidden is None else hidden[i][0])
             if fan_in == 1:  # a K = 1 matmul is slower than broadcasting
                 a = np.multiply(h, w[0], out=a)
             else:
                 a = np.matmul(h, w, out=a)
             a += params[w1:b1]
             if last:
-                return a, cache
-            h = _act(act, a, out=self._buffer(("h", tower, i), (n, fan_out)) if keep else None)
-            if keep:
-                cache.append((a, h))
-        raise AssertionError("unreachable")  # pragma: no cover
+                return
+            h = _act(act, a, out=None if hidden is None else hidden[i][1])
 
     def forward(self, params, design, keep=False):
-        d = self.latent_dim
-        outs, caches = [], []
-        for tower, layers in enumerate(self.towers):
-            out, cache = self._tower_forward(params, layers, design, keep, tower)
-            outs.append(out)
-            caches.append(cache)
+        # Row blocks of ROW_BLOCK rows on avicore's threads (avicore._threads): each block runs through the whole
+        # network on one thread, so the outputs do not depend on the thread count.
+        d, n = self.latent_dim, design.shape[0]
+        outs = [np.empty((n, layers[-1][4])) for layers in self.towers]
+        hidden = self._hidden_buffers(n) if keep else None
+        blocks = row_blocks(n)
+
+        def run(b: int) -> None:
+            r0, r1 = blocks[b]
+            for t, layers in enumerate(self.towers):
+                self._tower_forward(params, layers, design[r0:r1],
+                                    None if hidden is None else [(a[r0:r1], h[r0:r1]) for a, h in hidden[t]],
+                                    outs[t][r0:r1])
+
+        run_blocks(run, len(blocks))
         if len(outs) == 1:
             mean, log_scale = outs[0][:, :d], outs[0][:, d:]
         else:
             mean, log_scale = outs
-        cache = (design, caches) if keep else None
+        cache = (design, hidden) if keep else None
         return np.ascontiguousarray(mean), np.ascontiguousarray(log_scale), cache
 
-    def backward(self, params, cache, grad_mean, grad_log_scale):
-        design, caches = cache
+    def _tower_backward(self, params, layers, design, hidden, g, grad, scratch):
+        """One block's gradient of one tower into ``grad`` (n_params,): ``g`` the output gradient of the block's
+        rows, ``hidden`` its rows of the forward's buffers, ``scratch`` per layer (g, work) arrays of its rows."""
         act = self.spec.activation
-        grad = np.empty(self.n_params)
+        ones = self._ones[:g.shape[0]]
+        for i in range(len(layers) - 1, -1, -1):
+            w0, w1, b1, fan_in, fan_out = layers[i]
+            h_in = design if i == 0 else hidden[i - 1][1]
+            grad[w0:w1] = (h_in.T @ g).ravel()
+            grad[w1:b1] = ones @ g  # column sums by BLAS (faster than g.sum(axis=0))
+            if i > 0:
+                a_prev, h_prev = hidden[i - 1]
+                g_buf, work = scratch[i]
+                g = np.matmul(g, params[w0:w1].reshape(fan_in, fan_out).T, out=g_buf)
+                _apply_act_grad(act, g, a_prev, h_prev, work)
+
+    def backward(self, params, cache, grad_mean, grad_log_scale):
+        # Per block of rows a private gradient (a row of ``partial``), added in block order: the same bits for
+        # any thread count.
+        design, hidden = cache
         g_outs = ([np.concatenate([grad_mean, grad_log_scale], axis=1)] if len(self.towers) == 1
                   else [grad_mean, grad_log_scale])
         n = design.shape[0]
-        if self._ones is None or self._ones.shape[0] != n:
-            self._ones = np.ones(n)
-        for tower, (layers, hidden, g) in enumerate(zip(self.towers, caches, g_outs)):
-            for i in range(len(layers) - 1, -1, -1):
-                w0, w1, b1, fan_in, fan_out = layers[i]
-                h_in = design if i == 0 else hidden[i - 1][1]
-                grad[w0:w1] = (h_in.T @ g).ravel()
-                grad[w1:b1] = self._ones @ g  # column sums by BLAS (faster than g.sum(axis=0))
-                if i > 0:
-                    a_prev, h_prev = hidden[i - 1]
-                    g = np.matmul(g, params[w0:w1].reshape(fan_in, fan_out).T,
-                                  out=self._buffer(("g", tower, i), (n, fan_in)))
-                    _apply_act_grad(act, g, a_prev, h_prev, self._buffer(("work", tower, i), (n, fan_in)))
-        return grad
+        blocks = row_blocks(n)
+        longest = max((r1 - r0 for r0, r1 in blocks), default=0)
+        if self._ones is None or self._ones.shape[0] < longest:
+            self._ones = np.ones(longest)
+        partial = self._buffer(("partial",), (len(blocks), self.n_params))
+        scratch = [{i: (self._buffer(("g", t, i), (n, layers[i][3])), self._buffer(("work", t, i), (n, layers[i][3])))
+                    for i in range(1, len(layers))} for t, layers in enumerate(self.towers)]
+
+        def run(b: int) -> None:
+            r0, r1 = blocks[b]
+            for t, layers in enumerate(self.towers):
+                self._tower_backward(params, layers, design[r0:r1], [(a[r0:r1], h[r0:r1]) for a, h in hidden[t]],
+                                     g_outs[t][r0:r1], partial[b],
+                                     {i: (g[r0:r1], w[r0:r1]) for i, (g, w) in scratch[t].items()})
+
+        run_blocks(run, len(blocks))
+        return partial[0].copy() if len(blocks) == 1 else partial.sum(axis=0)

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from . import _config, backends
-from ._engine_parts import Batches, GlobalNoise, Progress, fixed_global, lr_schedule
+from ._engine_parts import Batches, FusedLocals, GlobalNoise, Progress, blocked_local_terms, fixed_global, lr_schedule
 from ._fit_health import FitHealth, lr_text
 from ._validate import as_float_array, check_allocation, check_choice, check_int, check_scalar, check_seed_int
 from ._validate import is_dask_array as _is_dask_array
@@ -415,7 +415,7 @@ class _Engine:
                 stop_reason, cause, refused, lr_t = device(n_iter, lr_at, batches, health, bar, times, t0, callback)
             for t in range(start, n_iter if device is None else 0):  # -- end of the device-executor hook --
                 rows = batches.next()
-                lr_t = lr_at(t)
+                lr_t = self.lr_t = lr_at(t)
                 scale = 1.0 if rows is None else n_obs / rows.size
                 mu, log_sd = self.glob[:d_theta], self.glob[d_theta:]
                 if point:
@@ -583,7 +583,10 @@ class FVI(_Engine):
     -----
     Initialisation: q(zₙ) from ``model.init_local(x)`` (default mean 0, sd 1), q(θ) from ``model.init_global(x)``.
     One iteration costs one fused pass over the batch (O(B·S) model evaluations, no B × S temporaries on the
-    compiled backends) plus an O(B·d) Adam update.
+    compiled backends) plus an O(B·d) Adam update. Without minibatches, a built-in hierarchical model on the Cython
+    backend takes the Adam step of the locals inside the pass (:class:`avicore.kernels.elbo.FusedLocalAdam`: one
+    sweep over the per-row state, parallel over fixed chunks of rows, the same bits for any thread count), and the
+    best state seen is kept by rotating three buffers of the locals instead of copying them.
 
     Examples
     --------
@@ -682,6 +685,7 @@ class FVI(_Engine):
         hook = getattr(model, "_fvi_local_solver", None)
         self.local_solver = None if hook is None or self.batch_size is not None else hook(
             x, backend=self.backend_resolved, global_q=self.global_q, fixed_global=self.fixed_global)
+        self.fused = FusedLocals.make(self, x)  # None unless the Adam step of the locals can join the pass
 
     def _init_locals(self, x):
         """q(zₙ)'s starting parameters (``model.init_local``) and their Adam states."""
@@ -693,6 +697,8 @@ class FVI(_Engine):
         self.adam_log_scale = Adam(self.mean.shape, lr=self.lr, maximize=True)
 
     def _local_pass(self, rows, theta, seed, step, scale):
+        if rows is None and self.fused is not None:
+            return self.fused.run(self.x, theta, seed, step, self.adam_mean, self.adam_log_scale, self.lr_t)
         if rows is None:
             xb, mb, lsb, idx = self.x, self.mean, self.log_scale, self.index
         else:
@@ -702,6 +708,11 @@ class FVI(_Engine):
         return terms.log_joint, terms.grad_global, float(np.sum(lsb)), (terms.grad_mean, terms.grad_log_scale)
 
     def _apply(self, g_glob, grads, rows, lr):
+        if grads is None and self.fused is not None:  # the fused pass already wrote the locals' update
+            self.adam_global.lr = lr
+            self.adam_global.step(self.glob, g_glob, out=self.glob)
+            self.mean, self.log_scale = self.fused.accept()
+            return self.adam_mean.finite
         self.adam_global.lr = lr
         solver = self.local_solver if rows is None else None
         old_glob = self.glob.copy() if solver is not None else None  # the solver steps at the θ of this pass
@@ -727,14 +738,24 @@ class FVI(_Engine):
         return self.adam_mean.finite and self.adam_log_scale.finite
 
     def _keep_best(self):
+        if self.fused is not None:  # the current buffer becomes the best one; later passes write elsewhere
+            np.copyto(self.best[0], self.glob)
+            self.fused.keep_best()
+            return
         for kept, now in zip(self.best, (self.glob, self.mean, self.log_scale)):
             np.copyto(kept, now)
 
     def _restore_best(self):
+        if self.fused is not None:
+            np.copyto(self.glob, self.best[0])
+            self.mean, self.log_scale = self.fused.restore_best()
+            return
         for kept, now in zip(self.best, (self.glob, self.mean, self.log_scale)):
             np.copyto(now, kept)
 
     def _local_log_sd_range(self):
+        if self.fused is not None:
+            return self.fused.log_sd_range
         return float(self.log_scale.min(initial=math.inf)), float(self.log_scale.max(initial=-math.inf))
 
     def _locals(self):
@@ -878,8 +899,7 @@ class AVI(_Engine):
             mean, log_scale, cache = self.bound.forward(phi, design, keep=True)
             if not all_finite(mean, log_scale):
                 raise _Diverged
-            terms = self.model.local_terms(xb, mean, log_scale, theta, seed=seed, step=step, index=idx,
-                                           backend=self.backend_resolved)
+            terms = blocked_local_terms(self.model, self.backend_resolved, xb, mean, log_scale, theta, seed, step, idx)
             log_joint += terms.log_joint
             grad_global += terms.grad_global
             sum_log_scale += float(np.sum(log_scale))

@@ -309,6 +309,13 @@ class Adam:
             self.v[rows] = v
             params[rows] += step * m / (np.sqrt(v) / sqrt_bc2 + self.eps)
 
+    def advance(self) -> tuple[float, float]:
+        """Count one dense step taken by a fused kernel elsewhere (e.g. the F-VI pass that updates the locals in
+        the same sweep, :class:`avicore.kernels.elbo.FusedLocalAdam`); return that step's (signed step size
+        ±lr / (1 − β₁ᵗ), √(1 − β₂ᵗ)), the same numbers :meth:`step` uses."""
+        self.t += 1
+        return self.sign * self.lr / (1.0 - self.beta1 ** self.t), math.sqrt(1.0 - self.beta2 ** self.t)
+
 
 def exponential_decay(start: float, stop: float, n_steps: int) -> Callable[[int], float]:
     """A learning-rate schedule falling geometrically from ``start`` (step 0) to ``stop`` (step n_steps − 1).

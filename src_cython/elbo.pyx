@@ -15,11 +15,12 @@ then the sums. Interleaving draws across SIMD lanes is what pays: the polynomial
 Vector-valued user models run the generic Numba loop.
 """
 
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport cos, exp, fabs, sin
 from libc.stdint cimport int64_t, uint64_t
 
 from _counter_normal cimport cn_first_hash, cn_normal, cn_normal_fast, cn_row_key
+from _adam cimport adam_span, avicore_adam_coef
 from _counter_rng cimport cr_mix64
 from _fast_exp cimport fast_exp, fast_exp_checked
 from _fast_sincos cimport fast_sincos, fast_sincos_checked
@@ -112,10 +113,10 @@ cdef void _row_terms(int model, const double* params, double xn, double mn, doub
 
 cdef void _local_terms_chunk(int model, const double* params, const double* x, const double* mean,
                              const double* log_scale, const double* theta, Py_ssize_t n_samples, uint64_t key,
-                             const int64_t* index, Py_ssize_t n0, Py_ssize_t n1, double* lj, double* gg,
-                             double* grad_mean, double* grad_log_scale) noexcept nogil:
+                             const int64_t* index, int64_t first, Py_ssize_t n0, Py_ssize_t n1, double* lj,
+                             double* gg, double* grad_mean, double* grad_log_scale) noexcept nogil:
     """Rows n0 ≤ n < n1 (at most MAX_CHUNK) of a scalar model: per-row gradients, and the chunk's sums into
-    lj (S,) and gg (S,)."""
+    lj (S,) and gg (S,). Row n is data-set row index[n], or first + n when index is NULL."""
     cdef Py_ssize_t n, s
     cdef uint64_t row
     cdef uint64_t rows[MAX_CHUNK]
@@ -128,7 +129,7 @@ cdef void _local_terms_chunk(int model, const double* params, const double* x, c
     # row is done) and the row keys.
     for n in range(n0, n1):
         grad_log_scale[n] = fast_exp(log_scale[n])
-        rows[n - n0] = cn_row_key(key, index[n])
+        rows[n - n0] = cn_row_key(key, index[n] if index != NULL else first + n)
     for n in range(n0, n1):
         row = rows[n - n0]
         ls = log_scale[n]
@@ -170,8 +171,97 @@ def cy_local_terms(int model, const double[::1] params, const double[:, ::1] x, 
         n1 = (c + 1) * chunk
         if n1 > n_rows:
             n1 = n_rows
-        _local_terms_chunk(model, p_params, p_x, p_mean, p_ls, p_theta, n_samples, key, p_index, c * chunk, n1,
-                           p_part + c * stride, p_part + c * stride + n_samples, p_gm, p_gls)
+        _local_terms_chunk(model, p_params, p_x, p_mean, p_ls, p_theta, n_samples, key, p_index, 0, c * chunk,
+                           n1, p_part + c * stride, p_part + c * stride + n_samples, p_gm, p_gls)
+
+
+cdef enum:
+    FUSED_SUM_LS = 0   # extra columns of a fused pass's partial row, after [log_joint (S) | grad_global (S)]
+    FUSED_MIN_LS = 1
+    FUSED_MAX_LS = 2
+    FUSED_BAD = 3
+    FUSED_EXTRA = 4
+
+FUSED_EXTRA_COLUMNS = FUSED_EXTRA
+
+
+cdef void _adam_chunk(const double* mean, const double* log_scale, const double* gm, const double* gls,
+                      double* m_mean, double* v_mean, double* m_ls, double* v_ls, double* mean_out, double* ls_out,
+                      Py_ssize_t n_rows, const avicore_adam_coef* coef, double* extra) noexcept nogil:
+    """Adam on one chunk's rows (their gradients gm, gls still in cache; adam_span of _adam.h, as the dense step),
+    and the chunk's Σ log sₙ (four interleaved partial sums, added in a fixed order), min, max and count of
+    non-finite ĝ; ĝ = 1·g + 0 for the means, 1·g + 1 for the log scales (the entropy), as the engine's unfused
+    Adam steps."""
+    cdef Py_ssize_t n, n4 = n_rows - n_rows % 4
+    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0, lo = log_scale[0], hi = log_scale[0], ls
+    for n in range(0, n4, 4):
+        s0 += log_scale[n]
+        s1 += log_scale[n + 1]
+        s2 += log_scale[n + 2]
+        s3 += log_scale[n + 3]
+    for n in range(n4, n_rows):
+        s0 += log_scale[n]
+    for n in range(n_rows):
+        ls = log_scale[n]
+        lo = ls if ls < lo else lo
+        hi = ls if ls > hi else hi
+    extra[FUSED_SUM_LS] = (s0 + s1) + (s2 + s3)
+    extra[FUSED_MIN_LS] = lo
+    extra[FUSED_MAX_LS] = hi
+    extra[FUSED_BAD] = <double> (adam_span(mean, gm, m_mean, v_mean, mean_out, n_rows, 1.0, 0.0, coef)
+                                 + adam_span(log_scale, gls, m_ls, v_ls, ls_out, n_rows, 1.0, 1.0, coef))
+
+
+def cy_local_terms_adam(int model, const double[::1] params, const double[:, ::1] x, const double[:, ::1] mean,
+                        const double[:, ::1] log_scale, const double[:, ::1] theta, uint64_t key, Py_ssize_t chunk,
+                        double[:, ::1] part, double[:, ::1] m_mean, double[:, ::1] v_mean, double[:, ::1] m_ls,
+                        double[:, ::1] v_ls, double[:, ::1] mean_out, double[:, ::1] ls_out,
+                        const double[::1] coef, double[:, ::1] scratch, int num_threads):
+    """The full-batch pass of cy_local_terms (rows 0 … N − 1, row n = data-set row n) with the dense Adam step of
+    every local parameter fused into it: each chunk's per-row gradients stay in a per-chunk buffer and are used at
+    once, so the per-row state is swept once per iteration. New parameters go to ``mean_out``/``ls_out`` (distinct
+    from ``mean``/``log_scale``, which stay the state the ELBO estimate belongs to); the moments update in place.
+
+    Rows of ``part``: [log_joint (S) | grad_global (S) | Σ log sₙ, min log sₙ, max log sₙ, non-finite ĝ | padding].
+    Every sum is per chunk (sequential within it), added in chunk order by the caller: no thread-count dependence.
+    ``scratch`` (num_threads, 2·MAX_CHUNK) holds each thread's chunk gradients. Inputs are validated by the caller
+    (shapes agree, every dimension 1, chunk ≤ MAX_CHUNK, model ∈ {0, 1}).
+    """
+    cdef Py_ssize_t n_rows = mean.shape[0]
+    cdef Py_ssize_t n_samples = theta.shape[0]
+    cdef Py_ssize_t n_chunks = part.shape[0]
+    cdef Py_ssize_t stride = part.shape[1]
+    cdef Py_ssize_t c, n0, n1
+    cdef const double* p_params = &params[0]
+    cdef const double* p_x = &x[0, 0]
+    cdef const double* p_mean = &mean[0, 0]
+    cdef const double* p_ls = &log_scale[0, 0]
+    cdef const double* p_theta = &theta[0, 0]
+    cdef avicore_adam_coef adam
+    adam.step, adam.beta1, adam.beta2, adam.sqrt_bc2, adam.eps = coef[0], coef[1], coef[2], coef[3], coef[4]
+    cdef double* p_part = &part[0, 0]
+    cdef double* p_mm = &m_mean[0, 0]
+    cdef double* p_vm = &v_mean[0, 0]
+    cdef double* p_mls = &m_ls[0, 0]
+    cdef double* p_vls = &v_ls[0, 0]
+    cdef double* p_mo = &mean_out[0, 0]
+    cdef double* p_lo = &ls_out[0, 0]
+    cdef double* p_scratch = &scratch[0, 0]
+    cdef Py_ssize_t scratch_stride = scratch.shape[1]
+    cdef double* gm = NULL
+    cdef double* gls = NULL
+    with nogil, parallel(num_threads=num_threads):
+        gm = p_scratch + threadid() * scratch_stride
+        gls = gm + MAX_CHUNK
+        for c in prange(n_chunks, schedule="dynamic"):
+            n0 = c * chunk
+            n1 = n0 + chunk
+            if n1 > n_rows:
+                n1 = n_rows
+            _local_terms_chunk(model, p_params, p_x + n0, p_mean + n0, p_ls + n0, p_theta, n_samples, key, NULL,
+                               n0, 0, n1 - n0, p_part + c * stride, p_part + c * stride + n_samples, gm, gls)
+            _adam_chunk(p_mean + n0, p_ls + n0, gm, gls, p_mm + n0, p_vm + n0, p_mls + n0, p_vls + n0, p_mo + n0,
+                        p_lo + n0, n1 - n0, &adam, p_part + c * stride + 2 * n_samples)
 
 
 def cy_counter_normals(uint64_t key, const int64_t[::1] index, Py_ssize_t n_samples, Py_ssize_t dim,

@@ -211,7 +211,7 @@ class DistributedFVI(_Remote, FVI):
     def _setup(self, x, seed, rng):
         self.adam_global = Adam(self.glob.shape, lr=self.lr, maximize=True)
         self.best_glob = np.empty_like(self.glob)
-        self.local_solver = None
+        self.local_solver = self.fused = None  # the chunks' own passes (FVIChunk) do the rows
         self.pending_keep, self.pending_lr = False, None
         self._start(x, lr=self.lr)
 

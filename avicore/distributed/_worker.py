@@ -38,6 +38,7 @@ class FVIChunk:
 
     def __init__(self, model: LatentVariableModel, x: np.ndarray, start: int, lr: float, backend: str) -> None:
         self.model, self.lr, self.backend_resolved = model, lr, backend
+        self.fused = None  # FVI._local_pass's unfused path: the pending step is applied by flush()
         self.x = _validated(model, x, start)
         self.index = np.arange(start, start + self.x.shape[0], dtype=np.int64)
         self._init_locals(self.x)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from numba import njit, prange
@@ -315,3 +316,84 @@ def local_terms_custom(density: Callable, x: np.ndarray, mean: np.ndarray, log_s
     _fused_custom_numba(density, x, mean, log_scale, theta, np.uint64(key), index, chunk, part, grad_mean,
                         grad_log_scale)
     return reduce_partials(part, n_samples, n_global, grad_mean, grad_log_scale, out)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The full-batch pass with the local Adam step fused in (F-VI, Cython)
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FusedPass:
+    """What :class:`FusedLocalAdam` returns: the pass's sums (per sample) and its reductions of the locals.
+
+    Attributes
+    ----------
+    log_joint : ndarray of shape (n_samples,)
+    grad_global : ndarray of shape (n_samples, 1)
+        As :class:`~avicore.models.base.LocalTerms`.
+    sum_log_scale, min_log_scale, max_log_scale : float
+        Σₙ log sₙ, min and max of the log scales the pass read (before the update).
+    n_nonfinite : int
+        Number of non-finite Adam gradients ĝ (the update is meaningless unless it is 0).
+    """
+
+    log_joint: np.ndarray
+    grad_global: np.ndarray
+    sum_log_scale: float
+    min_log_scale: float
+    max_log_scale: float
+    n_nonfinite: int
+
+
+class FusedLocalAdam:
+    """F-VI's full-batch pass of a built-in model with the dense Adam step of every (mₙ, log sₙ) fused into it.
+
+    One sweep over the per-row state instead of two (the pass, then Adam over the means and the log scales):
+    each chunk's per-row gradients stay in a per-thread buffer and feed Adam at once. The buffers (per-chunk
+    partials, per-thread gradients) are allocated once, here, for a fit's (N, S). The update writes the new
+    parameters to separate arrays, so the state the ELBO estimate belongs to stays intact until the engine
+    accepts the step. Same bits as :func:`local_terms` followed by :meth:`avicore.optim.Adam.step` on the means
+    (ĝ = g) and the log scales (ĝ = g + 1) for any thread count; Σ log sₙ is summed per chunk in chunk order (NumPy's
+    pairwise ``np.sum`` may differ from it in the last bits).
+
+    Parameters
+    ----------
+    model_id : int
+        Built-in model id (:data:`MODEL_LINEAR`, :data:`MODEL_NONLINEAR`).
+    params : ndarray
+        The model's kernel parameters.
+    n_rows, n_samples : int
+        N and S of the fit.
+    """
+
+    def __init__(self, model_id: int, params: np.ndarray, n_rows: int, n_samples: int) -> None:
+        from .._cy import load
+
+        self._cy = load("elbo")
+        self.model_id, self.params, self.n_samples = model_id, params, n_samples
+        self.chunk = chunk_rows(n_samples)
+        self.n_chunks = -(-n_rows // self.chunk)
+        extra = self._cy.FUSED_EXTRA_COLUMNS
+        self.part = np.empty((self.n_chunks, partial_stride(n_samples, 1) + extra))
+        self.threads = max(1, min(_config.threads_for(n_rows * n_samples, 2048), self.n_chunks))
+        self.scratch = np.empty((self.threads, 2 * self._cy.MAX_CHUNK_ROWS))
+        self.coef = np.empty(5)
+
+    def __call__(self, x: np.ndarray, mean: np.ndarray, log_scale: np.ndarray, theta: np.ndarray, *, seed: int,
+                 step: int, moments: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], mean_out: np.ndarray,
+                 log_scale_out: np.ndarray, adam_step: float, beta1: float, beta2: float, sqrt_bc2: float,
+                 eps: float) -> FusedPass:
+        """Run one pass. ``moments`` = (m, v) of the means, then of the log scales, updated in place; the new
+        parameters land in ``mean_out`` and ``log_scale_out``; ``adam_step`` = lr / (1 − β₁ᵗ) (signed) and
+        ``sqrt_bc2`` = √(1 − β₂ᵗ) as in :meth:`avicore.optim.Adam.step`."""
+        self.coef[:] = (adam_step, beta1, beta2, sqrt_bc2, eps)
+        key = stream_key(seed, step, STREAM_LOCAL)
+        self._cy.cy_local_terms_adam(self.model_id, self.params, x, mean, log_scale, theta, np.uint64(key),
+                                     self.chunk, self.part, *moments, mean_out, log_scale_out, self.coef,
+                                     self.scratch, self.threads)
+        s = self.n_samples
+        sums = self.part[:, :2 * s + 1].sum(axis=0)  # chunk order (NumPy's axis-0 reduction)
+        extra = self.part[:, 2 * s:]
+        return FusedPass(log_joint=sums[:s], grad_global=sums[s:2 * s].reshape(s, 1), sum_log_scale=float(sums[2 * s]),
+                         min_log_scale=float(extra[:, 1].min()), max_log_scale=float(extra[:, 2].max()),
+                         n_nonfinite=int(extra[:, 3].sum()))
