@@ -1,7 +1,8 @@
 """CUDA Kalman filter + RTS smoother: one GPU thread per sequence (imported only when ``backend="cuda"`` runs).
 
-The per-sequence cores and their small-matrix helpers are the very Python functions that avicore/kernels/chain.py
-compiles for the CPU; here they are compiled as CUDA device functions, so the two targets run the same operations.
+The per-sequence cores and their small-matrix helpers are the very Python functions (avicore/kernels/_chain_core.py)
+that avicore/kernels/chain.py compiles for the CPU; here they are compiled as CUDA device functions, so the two
+targets run the same operations.
 Each thread of the general (d, p) kernel owns one column of a (workspace_size, n_sequences) scratch array, so that
 neighbouring threads touch neighbouring addresses (coalesced). One thread per sequence suits batches of many
 sequences; a single long sequence runs serially on one GPU thread (a parallel-scan formulation would be needed to
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .. import _device
-from . import chain as _k
+from . import _chain_core as _k
 
 cuda = _device.cuda()  # a module global: the CUDA simulator swaps it while a kernel of this module runs
 

@@ -131,7 +131,7 @@ def _kernel(threads: int):  # pragma: no cover - compiled (the simulator runs it
 def local_terms_cuda(model_id: int, params: np.ndarray, x: np.ndarray, mean: np.ndarray, log_scale: np.ndarray,
                      theta: np.ndarray, key: int, index: np.ndarray) -> LocalTerms:
     """Run the fused pass on the GPU (or the CUDA simulator); host arrays in, host :class:`LocalTerms` out."""
-    from .elbo import reduce_partials
+    from ._elbo_partials import reduce_partials
 
     threads = _block_threads()
     n_rows = mean.shape[0]

@@ -124,7 +124,7 @@ def _kernels():
     from numba import cuda, float64
 
     from ._counter_rng import GAMMA, MIX_M1, MIX_M2
-    from .hmm import TINY
+    from ._hmm_model import TINY
 
     tiny = TINY
     gamma = np.uint64(GAMMA)

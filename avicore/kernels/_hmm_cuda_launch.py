@@ -34,7 +34,7 @@ def _filter(kern: dict, log_lik: Any, log_transmat: np.ndarray, log_startprob: n
     sequences with ``flags == 0``, log alpha for the others), ``loglik`` (both from ``alloc``) and, with
     ``backward``, the per-block transition-count buffers (workspace). Every other buffer is a workspace view.
     """
-    from .hmm import _prepare_model
+    from ._hmm_model import _prepare_model
 
     T, K = log_lik.shape
     n_seq = offsets.shape[0] - 1

@@ -31,7 +31,7 @@ def _kernels() -> dict:
     """Compile (once per process) and return the one-thread-per-sequence kernels by name."""
     global cuda
     cuda = _device.cuda()
-    from .hmm import TINY
+    from ._hmm_model import TINY
 
     tiny = TINY
     neg_inf = -math.inf

@@ -1,8 +1,8 @@
 """CUDA expected log-likelihoods: one GPU thread per point (imported only when ``backend="cuda"`` runs).
 
 The per-point function is the very Python function that avicore/kernels/quadrature.py compiles for the CPU
-(:func:`avicore.kernels.quadrature.point_terms`), compiled here as a CUDA device function, so both targets run the
-same operations. Each thread reads its point's (y, mean, var) — neighbouring threads read neighbouring addresses —
+(:func:`avicore.kernels._quadrature_point.point_terms`), compiled here as a CUDA device function, so both targets run
+the same operations. Each thread reads its point's (y, mean, var) — neighbouring threads read neighbouring addresses —
 and walks the K Gauss–Hermite nodes, which every thread of a warp reads at once (one broadcast load per node).
 The likelihood code is the same for every thread, so the branch on it never diverges.
 
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .. import _config, _device
-from . import quadrature as _k
+from . import _quadrature_point as _k
 
 cuda = _device.cuda()  # a module global: the CUDA simulator swaps it while a kernel of this module runs
 

@@ -44,6 +44,7 @@ from numba import njit, prange
 from .. import _config
 from ..models.base import LocalTerms
 from ._counter_normal import STREAM_LOCAL, normal_nb, normals_numpy, row_key_nb, stream_key
+from ._elbo_partials import reduce_partials
 
 MODEL_LINEAR = 0
 MODEL_NONLINEAR = 1
@@ -238,22 +239,6 @@ def _outputs(n_rows: int, d: int, n_samples: int, n_global: int, n_parts: int, o
     grad_mean = np.empty((n_rows, d)) if out is None else out.grad_mean
     grad_log_scale = np.empty((n_rows, d)) if out is None else out.grad_log_scale
     return np.empty((n_parts, partial_stride(n_samples, n_global))), grad_mean, grad_log_scale
-
-
-def reduce_partials(part: np.ndarray, n_samples: int, n_global: int, grad_mean: np.ndarray,
-                    grad_log_scale: np.ndarray, out: LocalTerms | None = None) -> LocalTerms:
-    """Add the per-chunk (or per-block) partial sums in chunk order (NumPy's axis-0 reduction) → LocalTerms.
-
-    ``part`` rows hold [log_joint (S) | grad_global (S·G) | padding].
-    """
-    sums = part[:, :n_samples * (1 + n_global)].sum(axis=0)
-    log_joint, grad_global = sums[:n_samples], sums[n_samples:].reshape(n_samples, n_global)
-    if out is None:
-        return LocalTerms(log_joint=log_joint, grad_mean=grad_mean, grad_log_scale=grad_log_scale,
-                          grad_global=grad_global)
-    out.log_joint[...] = log_joint
-    out.grad_global[...] = grad_global
-    return out
 
 
 def _copy_into(terms: LocalTerms, out: LocalTerms | None) -> LocalTerms:

@@ -81,18 +81,16 @@ from numba import njit, prange
 
 from .. import _config
 from ._counter_rng import hmm_sample_row_nb, hmm_sample_uniform_row_nb, hmm_sample_uniforms, hmm_seed_key
+from ._hmm_model import (  # noqa: F401  (status codes and thresholds are part of this module's interface)
+    LOG_EXACT_ZERO,
+    LOG_FLOOR,
+    STATUS_IMPOSSIBLE,
+    STATUS_LOG_SPACE,
+    STATUS_SCALED,
+    TINY,
+    _prepare_model,
+)
 
-#: Per-sequence status codes (shared with the Cython kernels).
-STATUS_SCALED = 0
-STATUS_IMPOSSIBLE = 1
-STATUS_LOG_SPACE = 3
-
-#: Scaled values below this (for an exactly positive quantity) send a sequence to log space.
-TINY = 1e-280
-#: Finite log-probabilities below this underflow in probability space: log space for every sequence.
-LOG_FLOOR = -700.0
-#: Transition probabilities below exp(LOG_EXACT_ZERO) can make alpha·A underflow to an exact zero.
-LOG_EXACT_ZERO = -90.0
 #: Most chunks (each with its own K x K count accumulator) a forward-backward call splits the sequences into:
 #: as many as fit in CHUNK_COUNT_BYTES of accumulators, within [4, 256] (small chunks balance the threads' load).
 MAX_CHUNKS = 256
@@ -210,29 +208,6 @@ def _sample_posterior_numpy(log_lik: np.ndarray, log_transmat: np.ndarray, log_s
             if t > 0:
                 logw = log_alpha[t - 1][None, :] + log_transmat[:, z].T
     return samples
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Shared preparation for the compiled CPU backends
-# ---------------------------------------------------------------------------------------------------------------
-
-def _prepare_model(log_transmat: np.ndarray, log_startprob: np.ndarray, pad: int) -> dict:
-    """Probability-space model with K padded to a multiple of ``pad`` (zeros), and the two numerics flags."""
-    K = log_transmat.shape[0]
-    Kp = -(-K // pad) * pad
-    A = np.zeros((Kp, Kp))
-    A[:K, :K] = np.exp(log_transmat)
-    pi = np.zeros(Kp)
-    pi[:K] = np.exp(log_startprob)
-    finite_min = min(np.min(np.where(np.isfinite(log_transmat), log_transmat, 0.0)),
-                     np.min(np.where(np.isfinite(log_startprob), log_startprob, 0.0)))
-    return {
-        "A": A, "At": np.ascontiguousarray(A.T), "pi": pi,
-        "log_transmat": log_transmat, "log_transmat_t": np.ascontiguousarray(log_transmat.T),
-        "log_startprob": log_startprob,
-        "all_log": bool(finite_min < LOG_FLOOR),
-        "check_reach": bool(np.any(np.isfinite(log_transmat) & (log_transmat < LOG_EXACT_ZERO))),
-    }
 
 
 def _chunks(offsets: np.ndarray, n_states: int) -> np.ndarray:
