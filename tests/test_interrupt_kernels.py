@@ -10,11 +10,14 @@ import time
 import numpy as np
 import pytest
 
-from avicore import _config
+from avicore import _config, emissions
+from avicore.gp.likelihoods import Bernoulli, Poisson, StudentT
 from avicore.hmm import forward_backward
 from avicore.kernels import chain as Ch
 from avicore.kernels import hmm as H
+from avicore.kernels import quadrature as Qd
 from avicore.kernels._slicing import sequence_slices
+from avicore.quadrature import expected_log_lik
 
 
 def _model(rng, K):
@@ -114,3 +117,37 @@ def test_chain_slicing_is_bit_identical(monkeypatch, backend, d, p):
     finally:
         _config.set_num_threads(old)
     assert len(sequence_slices(offsets, 40)) > 10
+
+
+@pytest.mark.parametrize("backend", ["cython", "numba"])
+@pytest.mark.parametrize("lik, y_value", [(Bernoulli("logit"), 1.0), (Bernoulli("probit"), 0.0),
+                                          (StudentT(3.0, 0.5), 0.3), (Poisson(), 2.0)])
+def test_quadrature_slicing_is_bit_identical(monkeypatch, backend, lik, y_value):
+    rng = np.random.default_rng(1)
+    n = 1001  # not a multiple of the Cython kernel's 8-point blocks
+    y = np.full(n, y_value)
+    mean = rng.normal(size=n)
+    var = rng.uniform(0.0, 3.0, size=n)
+    var[::97] = 400.0  # a few points too wide for 20 nodes: the refinement runs through the same kernel
+    old = _config.get_num_threads()
+    try:
+        for n_threads in (1, 2):
+            _config.set_num_threads(n_threads)
+            monkeypatch.setattr(Qd, "SLICE_COST", 1 << 60)
+            ref = expected_log_lik(lik, y, mean, var, backend=backend)
+            monkeypatch.setattr(Qd, "SLICE_COST", 1)  # slices of 64 points (the smallest)
+            got = expected_log_lik(lik, y, mean, var, backend=backend)
+            for field in ("value", "grad_mean", "grad_var"):
+                assert np.array_equal(getattr(ref, field), getattr(got, field))
+    finally:
+        _config.set_num_threads(old)
+
+
+def test_emission_slicing_is_bit_identical(monkeypatch):
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(5000, 3))  # not a multiple of the 1024-row slices
+    means, variances = rng.normal(size=(4, 3)), rng.uniform(0.5, 2.0, size=(4, 3))
+    monkeypatch.setattr(emissions, "SLICE_COST", 1 << 60)
+    ref = emissions.gaussian_diag_log_lik(X, means, variances)
+    monkeypatch.setattr(emissions, "SLICE_COST", 1)  # slices of 1024 rows (the smallest)
+    assert np.array_equal(ref, emissions.gaussian_diag_log_lik(X, means, variances))
