@@ -232,6 +232,10 @@ def smoother(x: object, A: object, Q: object, C: object, R: object, m0: object, 
     more than its O(d² + dp) mean updates and the writing of its outputs. The scalar model (d = p = 1) has
     dedicated kernels.
 
+    The compiled CPU backends run long batches as several kernel calls over consecutive whole sequences
+    (bit-identical to one call), so ``KeyboardInterrupt`` stops them within a fraction of a second; a single
+    sequence is not interruptible mid-way.
+
     Examples
     --------
     >>> import numpy as np

@@ -183,6 +183,10 @@ def forward_backward(log_lik: Any, log_transmat: Any, log_startprob: Any, length
     is recomputed in log space automatically, so valid input never yields NaN. Cost: O(n_samples · n_states²)
     time; the compiled backends use O(n_states²) memory per thread beyond the outputs.
 
+    The compiled CPU backends run long batches as several kernel calls over consecutive whole sequences
+    (bit-identical to one call), so ``KeyboardInterrupt`` stops them within a fraction of a second; a single
+    sequence is not interruptible mid-way.
+
     Examples
     --------
     >>> import numpy as np
@@ -248,6 +252,9 @@ def viterbi(log_lik: Any, log_transmat: Any, log_startprob: Any, lengths: Any = 
     -----
     Ties go to the lowest state index, at every back-pointer and at the last step, identically on every
     backend. O(n_samples · n_states²) time, O(n_samples · n_states) memory for the back-pointers.
+
+    Like :func:`forward_backward`, the compiled CPU backends are interruptible between sequences (a single
+    sequence is not interruptible mid-way).
 
     Examples
     --------
@@ -320,6 +327,8 @@ def sample_posterior(log_lik: Any, log_transmat: Any, log_startprob: Any, length
     Notes
     -----
     One forward filtering pass per sequence, then O(n_states) work per sample and step.
+
+    One compiled call handles the whole batch: ``KeyboardInterrupt`` waits for it to finish.
 
     Examples
     --------

@@ -57,8 +57,15 @@ from ._chain_core import (  # noqa: F401  (status codes, sizes and cores are par
     _smoother_scalar_one,
     workspace_size,
 )
+from ._slicing import sequence_slices
 
 SUPPORTED_BACKENDS = ("numpy", "cython", "numba", "cuda")
+
+#: Most ``rows x ((d + p)³ + 32)`` one compiled smoother call works on (< 0.1 s on one core, measured): longer
+#: batches run as several calls over consecutive whole sequences, returning to Python in between so that
+#: ``KeyboardInterrupt`` is honoured within a fraction of a second (one sequence is never split, so a single long
+#: sequence is not interruptible mid-way).
+SLICE_COST = 1 << 23
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -195,7 +202,25 @@ def run_smoother(x: np.ndarray, offsets: np.ndarray, A: np.ndarray, Q: np.ndarra
     scalar = d == 1 and p == 1
     if backend == "numpy":
         _smoother_numpy(x, offsets, A, Q, C, R, m0, P0, means, covs, cross, log_evidence, status)
-    elif backend == "cython":
+    elif backend in ("cython", "numba"):
+        # Slices of whole sequences (bit-identical: sequences are independent) so Ctrl-C is honoured between them.
+        bounds = sequence_slices(offsets, SLICE_COST // ((d + p) ** 3 + 32))
+        for s0, s1, r0, r1 in bounds:
+            _compiled_smoother(backend, scalar, scalar_args, reuse, x[r0:r1], offsets[s0:s1 + 1] - r0, A, Q, C, R,
+                               m0, P0, means[r0:r1], covs[r0:r1], cross[r0:r1], log_evidence[s0:s1],
+                               status[s0:s1])
+    else:
+        from ._chain_cuda import smoother_cuda
+
+        smoother_cuda(x, offsets, A, Q, C, R, m0, P0, means, covs, cross, log_evidence, status, reuse=reuse)
+    return means, covs, cross, log_evidence, status
+
+
+def _compiled_smoother(backend, scalar, scalar_args, reuse, x, offsets, A, Q, C, R, m0, P0, means, covs, cross,
+                       log_evidence, status) -> None:
+    """One Cython or Numba smoother call over the sequences of ``offsets`` (outputs written in place)."""
+    d, p = A.shape[0], x.shape[1]
+    if backend == "cython":
         from .._cy import load
 
         cy = load("chain")
@@ -205,7 +230,7 @@ def run_smoother(x: np.ndarray, offsets: np.ndarray, A: np.ndarray, Q: np.ndarra
         else:
             cy.cy_smoother(x, offsets, A, Q, C, R, m0, P0, means, covs, cross, log_evidence, status,
                            _config.get_num_threads(), reuse)
-    elif backend == "numba":
+    else:
         _config.apply_numba_threads()
         if scalar:
             _smoother_scalar_numba(x.reshape(-1), offsets, *scalar_args, means.reshape(-1), covs.reshape(-1),
@@ -215,8 +240,3 @@ def run_smoother(x: np.ndarray, offsets: np.ndarray, A: np.ndarray, Q: np.ndarra
                                     Q.reshape(-1), C.reshape(-1), R.reshape(-1), m0, P0.reshape(-1),
                                     means.reshape(-1), covs.reshape(-1), cross.reshape(-1), log_evidence, status,
                                     reuse)
-    else:
-        from ._chain_cuda import smoother_cuda
-
-        smoother_cuda(x, offsets, A, Q, C, R, m0, P0, means, covs, cross, log_evidence, status, reuse=reuse)
-    return means, covs, cross, log_evidence, status

@@ -90,11 +90,18 @@ from ._hmm_model import (  # noqa: F401  (status codes and thresholds are part o
     TINY,
     _prepare_model,
 )
+from ._slicing import sequence_slices
 
 #: Most chunks (each with its own K x K count accumulator) a forward-backward call splits the sequences into:
 #: as many as fit in CHUNK_COUNT_BYTES of accumulators, within [4, 256] (small chunks balance the threads' load).
 MAX_CHUNKS = 256
 CHUNK_COUNT_BYTES = 4_000_000
+
+#: Most ``rows x (K² + 64)`` one compiled forward-backward / Viterbi call works on (0.02-0.09 s on one core for
+#: K = 2..64, measured): longer batches run as several calls over consecutive whole sequences (``_slices``),
+#: returning to Python in between, so that a pending ``KeyboardInterrupt`` is raised within a fraction of a second.
+#: One sequence is never split, so a single very long sequence is not interruptible mid-way.
+SLICE_COST = 1 << 26
 
 SUPPORTED_BACKENDS = ("numpy", "cython", "numba", "cuda")
 
@@ -230,6 +237,27 @@ def chunk_order(offsets: np.ndarray, chunks: np.ndarray) -> np.ndarray:
     return np.lexsort((np.arange(len(rows)), -rows)).astype(np.int64)
 
 
+def _slices(offsets: np.ndarray, n_states: int) -> list[tuple[int, int, int, int]]:
+    """The slices ``(s0, s1, r0, r1)`` a compiled call is split into (about ``SLICE_COST / (K² + 64)`` rows each,
+    whole sequences; one slice for small batches). Depends only on ``offsets`` and K."""
+    return sequence_slices(offsets, SLICE_COST // (n_states * n_states + 64))
+
+
+def _sliced_forward_backward(kernel, log_lik, offsets, chunks, posteriors, log_likelihood, counts, status):
+    """Run ``kernel(log_lik, offsets, chunks, posteriors, log_likelihood, counts, status)`` (views) slice by slice.
+
+    A slice may cut a chunk: both parts add into the same ``counts[c]`` in sequence order, exactly as one call does,
+    so every bit matches the unsliced call (the chunk partials are still summed in chunk order afterwards).
+    """
+    bounds = _slices(offsets, counts.shape[1])
+    for s0, s1, r0, r1 in bounds:
+        g0 = int(np.searchsorted(chunks, s0, side="right")) - 1
+        g1 = int(np.searchsorted(chunks, s1, side="left"))
+        local = (np.concatenate([[s0], chunks[g0 + 1:g1], [s1]]) - s0).astype(np.int64)
+        kernel(log_lik[r0:r1], offsets[s0:s1 + 1] - r0, local, posteriors[r0:r1], log_likelihood[s0:s1],
+               counts[g0:g1], status[s0:s1])
+
+
 def _initial_counts(posteriors: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return posteriors[offsets[:-1]].sum(axis=0)
 
@@ -258,10 +286,15 @@ def _forward_backward_cython_status(log_lik, log_transmat, log_startprob, offset
     log_likelihood = np.empty(len(offsets) - 1)
     counts = np.zeros((len(chunks) - 1, K, K))
     status = np.empty(len(offsets) - 1, dtype=np.int8)
-    _check_alloc(_cy().cy_forward_backward(
-        log_lik, md["A"], md["At"], md["pi"], md["log_transmat"], md["log_transmat_t"], md["log_startprob"],
-        md["all_log"], md["check_reach"], offsets, chunks, chunk_order(offsets, chunks), posteriors, log_likelihood,
-        counts, status, _config.get_num_threads()))
+    cy, n_threads = _cy(), _config.get_num_threads()
+
+    def kernel(log_lik, offsets, chunks, posteriors, log_likelihood, counts, status):
+        _check_alloc(cy.cy_forward_backward(
+            log_lik, md["A"], md["At"], md["pi"], md["log_transmat"], md["log_transmat_t"], md["log_startprob"],
+            md["all_log"], md["check_reach"], offsets, chunks, chunk_order(offsets, chunks), posteriors,
+            log_likelihood, counts, status, n_threads))
+
+    _sliced_forward_backward(kernel, log_lik, offsets, chunks, posteriors, log_likelihood, counts, status)
     return (log_likelihood, posteriors, counts.sum(axis=0), _initial_counts(posteriors, offsets)), status
 
 
@@ -277,8 +310,11 @@ def _viterbi_cython(log_lik, log_transmat, log_startprob, offsets):
     Kp = -(-K // 4) * 4
     log_transmat_pad = np.full((Kp, Kp), -np.inf)
     log_transmat_pad[:K, :K] = log_transmat
-    _check_alloc(_cy().cy_viterbi(log_lik, log_transmat_pad, log_startprob, offsets, backpointers, log_prob, states,
-                                  _config.get_num_threads()))
+    cy, n_threads = _cy(), _config.get_num_threads()
+    bounds = _slices(offsets, K)
+    for s0, s1, r0, r1 in bounds:
+        _check_alloc(cy.cy_viterbi(log_lik[r0:r1], log_transmat_pad, log_startprob, offsets[s0:s1 + 1] - r0,
+                                   backpointers[r0:r1], log_prob[s0:s1], states[r0:r1], n_threads))
     return log_prob, states
 
 
@@ -502,9 +538,13 @@ def _forward_backward_numba_status(log_lik, log_transmat, log_startprob, offsets
     counts = np.zeros((len(chunks) - 1, K, K))
     status = np.empty(len(offsets) - 1, dtype=np.int8)
     _config.apply_numba_threads()
-    _forward_backward_numba_kernel(log_lik, md["A"], md["At"], md["pi"], md["log_transmat"], md["log_transmat_t"],
-                                   md["log_startprob"], md["all_log"], md["check_reach"], offsets, chunks,
-                                   posteriors, log_likelihood, counts, status)
+
+    def kernel(log_lik, offsets, chunks, posteriors, log_likelihood, counts, status):
+        _forward_backward_numba_kernel(log_lik, md["A"], md["At"], md["pi"], md["log_transmat"],
+                                       md["log_transmat_t"], md["log_startprob"], md["all_log"], md["check_reach"],
+                                       offsets, chunks, posteriors, log_likelihood, counts, status)
+
+    _sliced_forward_backward(kernel, log_lik, offsets, chunks, posteriors, log_likelihood, counts, status)
     return (log_likelihood, posteriors, counts.sum(axis=0), _initial_counts(posteriors, offsets)), status
 
 
@@ -550,7 +590,10 @@ def _viterbi_numba(log_lik, log_transmat, log_startprob, offsets):
     log_prob = np.empty(len(offsets) - 1)
     states = np.empty(log_lik.shape[0], dtype=np.int64)
     _config.apply_numba_threads()
-    _viterbi_numba_kernel(log_lik, log_transmat, log_startprob, offsets, log_prob, states)
+    bounds = _slices(offsets, log_lik.shape[1])
+    for s0, s1, r0, r1 in bounds:
+        _viterbi_numba_kernel(log_lik[r0:r1], log_transmat, log_startprob, offsets[s0:s1 + 1] - r0,
+                              log_prob[s0:s1], states[r0:r1])
     return log_prob, states
 
 

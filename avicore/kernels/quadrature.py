@@ -64,6 +64,11 @@ from ._quadrature_point import (  # noqa: F401  (the constants are part of this 
 
 SUPPORTED_BACKENDS = ("numpy", "cython", "numba", "cuda")
 
+#: Most ``points x nodes`` one compiled call evaluates: longer inputs run as several calls over consecutive
+#: points, returning to Python in between so that ``KeyboardInterrupt`` is honoured within a fraction of a
+#: second. Points are independent and the slices hold multiples of 64 points, so the results are the same bits.
+SLICE_COST = 1 << 21
+
 #: Wide factors (see :func:`wide_rows`): a K-node Gauss–Hermite rule is trusted while sd ≤ WIDE_RESOLVE · τ · √(K/20),
 #: τ the likelihood's feature scale (the half-width of the strip around the real axis where log p(y | ·) is analytic:
 #: π for logit, whose poles sit at u = ±iπ, and probit; √(ν s²) for Student-t). Measured against adaptive quadrature:
@@ -258,19 +263,32 @@ def _run_kernel(backend: str, code: int, params: np.ndarray, y: np.ndarray, mean
     grad_var = np.empty(n)
     if backend == "numpy":
         _expected_log_lik_numpy(code, params, y, mean, var, nodes, weights, value, grad_mean, grad_var)
-    elif backend == "cython":
-        from .._cy import load
-
-        load("quadrature").cy_expected_log_lik(code, params, y, mean, var, nodes, weights, value, grad_mean,
-                                                grad_var, _config.threads_for(n))
-    elif backend == "numba":
-        _config.apply_numba_threads(_config.threads_for(n))
-        _expected_log_lik_numba(code, params, y, mean, var, nodes, weights, value, grad_mean, grad_var)
+    elif backend in ("cython", "numba"):
+        # Slices of about SLICE_COST / n_nodes points, returning to Python in between (see SLICE_COST); a multiple
+        # of 64 points, so the Cython kernel's 8-point vector blocks fall on the same points as in one call.
+        n_threads = _config.threads_for(n)
+        step = max(64, SLICE_COST // nodes.shape[0] // 64 * 64)
+        for a in range(0, n, step):
+            b = min(n, a + step)
+            _run_compiled(backend, code, params, y[a:b], mean[a:b], var[a:b], nodes, weights, value[a:b],
+                          grad_mean[a:b], grad_var[a:b], n_threads)
     else:
         from ._quadrature_cuda import expected_log_lik_cuda
 
         expected_log_lik_cuda(code, params, y, mean, var, nodes, weights, value, grad_mean, grad_var)
     return value, grad_mean, grad_var
+
+
+def _run_compiled(backend, code, params, y, mean, var, nodes, weights, value, grad_mean, grad_var, n_threads):
+    """One Cython or Numba kernel call over the points given (outputs written in place)."""
+    if backend == "cython":
+        from .._cy import load
+
+        load("quadrature").cy_expected_log_lik(code, params, y, mean, var, nodes, weights, value, grad_mean,
+                                                grad_var, n_threads)
+    else:
+        _config.apply_numba_threads(n_threads)
+        _expected_log_lik_numba(code, params, y, mean, var, nodes, weights, value, grad_mean, grad_var)
 
 
 def _run_numpy(code, params, y, mean, var, nodes, weights):
