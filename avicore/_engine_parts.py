@@ -140,13 +140,19 @@ def fixed_global(fix_global: Any, d_theta: int, point: bool) -> tuple[np.ndarray
 
 
 def blocked_local_terms(model: Any, backend: str, x: np.ndarray, mean: np.ndarray, log_scale: np.ndarray,
-                        theta: np.ndarray, seed: int, step: int, index: np.ndarray) -> Any:
+                        theta: np.ndarray, seed: int, step: int, index: np.ndarray,
+                        after: Callable[[int, np.ndarray, np.ndarray], None] | None = None) -> Any:
     """A-VI's call of the model's fused pass over a chunk of rows → :class:`~avicore.models.base.LocalTerms`.
 
     A built-in hierarchical model on the Cython backend runs it in the encoder's row blocks on avicore's threads
     (:mod:`avicore._threads`: one thread a block, the per-sample sums added in block order, so the same bits for
     any thread count), which keeps the whole A-VI step on one pool of threads (no OpenMP team spinning beside it);
     other models in one call.
+
+    ``after(b, grad_mean, grad_log_scale)``, if given, is called for every row block b of
+    :func:`avicore._threads.row_blocks` with the whole gradient arrays once block b's rows of them are written: in
+    the block's own task on the blocked path (the encoder's backward beside the model pass: one pool dispatch),
+    else in a :func:`~avicore._threads.run_blocks` of its own after the one call.
     """
     from ._threads import row_blocks, run_blocks
     from .kernels.elbo import local_terms
@@ -156,7 +162,10 @@ def blocked_local_terms(model: Any, backend: str, x: np.ndarray, mean: np.ndarra
     blocks = row_blocks(x.shape[0])
     if (backend != "cython" or len(blocks) == 1 or not isinstance(model, HierarchicalModel)
             or type(model).local_terms is not HierarchicalModel.local_terms):
-        return model.local_terms(x, mean, log_scale, theta, seed=seed, step=step, index=index, backend=backend)
+        terms = model.local_terms(x, mean, log_scale, theta, seed=seed, step=step, index=index, backend=backend)
+        if after is not None:
+            run_blocks(lambda b: after(b, terms.grad_mean, terms.grad_log_scale), len(blocks))
+        return terms
     check_local_inputs(model, x, mean, log_scale, theta, index)  # once; the blocks call the kernel directly
     grad_mean, grad_log_scale = np.empty_like(mean), np.empty_like(log_scale)
     log_joint = np.empty((len(blocks), theta.shape[0]))
@@ -168,10 +177,24 @@ def blocked_local_terms(model: Any, backend: str, x: np.ndarray, mean: np.ndarra
                          grad_global=grad_global[b])
         local_terms(model._model_id, model._params, x[r0:r1], mean[r0:r1], log_scale[r0:r1], theta, seed=seed,
                     step=step, index=index[r0:r1], backend=backend, out=out)
+        if after is not None:
+            after(b, grad_mean, grad_log_scale)
 
     run_blocks(run, len(blocks))
     return LocalTerms(log_joint=log_joint.sum(axis=0), grad_mean=grad_mean, grad_log_scale=grad_log_scale,
                       grad_global=grad_global.sum(axis=0))
+
+
+def encoder_output_grads(grad_mean: np.ndarray, grad_log_scale: np.ndarray,
+                         scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """A-VI's gradients of the encoder's outputs (rows of them): the model terms' ∂/∂mₙ and ∂/∂log sₙ plus the
+    entropy's 1, times the minibatch ``scale`` → (g_mean, g_log_scale)."""
+    g_ls = grad_log_scale + 1.0
+    g_m = grad_mean
+    if scale != 1.0:
+        g_ls *= scale
+        g_m = g_m * scale
+    return g_m, g_ls
 
 
 class FusedLocals:

@@ -54,20 +54,29 @@ def _executor(n_threads: int) -> ThreadPoolExecutor:
 def run_blocks(fn: Callable[[int], None], n_blocks: int) -> None:
     """Call ``fn(b)`` for every block b in ``range(n_blocks)``, spread over up to ``get_num_threads()`` threads.
 
-    Thread k takes blocks k, k + T, k + 2T, … (T threads); the calling thread takes its share too. ``fn`` must write
+    The threads (the calling one among them) take the next block not yet taken, in block order, until none is
+    left: a thread slowed by other work on its core takes fewer blocks. Which thread computes a block changes no
+    bit of it. ``fn`` must write
     only its block's outputs. Inside a block :func:`avicore.get_num_threads` is 1, so the kernels a block calls
     (Cython ``prange``) run on its thread alone and no OpenMP team is started beside the pool (an OpenMP team's
     workers spin for milliseconds after each parallel region, taking cores from the pool's threads). An exception
     in any block is raised here.
     """
     threads = min(_config.get_num_threads(), n_blocks)
+    queue = iter(range(n_blocks))  # next() on it is atomic under the GIL: each block is taken by one thread
+    failed: list[BaseException] = []
 
     def share(k: int) -> None:
         flag = _config._block_thread
         outer, flag.inside = getattr(flag, "inside", False), True
         try:
-            for b in range(k, n_blocks, threads):
+            for b in queue:
+                if failed:
+                    return
                 fn(b)
+        except BaseException as exc:
+            failed.append(exc)
+            raise
         finally:
             flag.inside = outer
 

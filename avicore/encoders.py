@@ -580,12 +580,14 @@ class _BoundMLP(BoundEncoder):
                 g = np.matmul(g, params[w0:w1].reshape(fan_in, fan_out).T, out=g_buf)
                 _apply_act_grad(act, g, a_prev, h_prev, work)
 
-    def backward(self, params, cache, grad_mean, grad_log_scale):
-        # Per block of rows a private gradient (a row of ``partial``), added in block order: the same bits for
-        # any thread count.
+    def backward_blocks(self, params, cache):
+        """The gradient by row blocks, for a caller that runs each block's backward in a task of its own (A-VI's
+        model pass and backward in one pool task): → (``run(b, grad_mean, grad_log_scale)``, ``total()``).
+
+        ``run`` takes block b's rows of the output gradients and writes its private gradient; ``total`` adds the
+        blocks' gradients in block order once every block has run (the same bits for any thread count).
+        """
         design, hidden = cache
-        g_outs = ([np.concatenate([grad_mean, grad_log_scale], axis=1)] if len(self.towers) == 1
-                  else [grad_mean, grad_log_scale])
         n = design.shape[0]
         blocks = row_blocks(n)
         longest = max((r1 - r0 for r0, r1 in blocks), default=0)
@@ -594,13 +596,29 @@ class _BoundMLP(BoundEncoder):
         partial = self._buffer(("partial",), (len(blocks), self.n_params))
         scratch = [{i: (self._buffer(("g", t, i), (n, layers[i][3])), self._buffer(("work", t, i), (n, layers[i][3])))
                     for i in range(1, len(layers))} for t, layers in enumerate(self.towers)]
+        g_cat = self._buffer(("g_out",), (n, 2 * self.latent_dim)) if len(self.towers) == 1 else None
 
-        def run(b: int) -> None:
+        def run(b: int, grad_mean: np.ndarray, grad_log_scale: np.ndarray) -> None:
             r0, r1 = blocks[b]
+            if g_cat is None:
+                g_outs = [grad_mean, grad_log_scale]
+            else:
+                g_outs = [np.concatenate([grad_mean, grad_log_scale], axis=1, out=g_cat[r0:r1])]
             for t, layers in enumerate(self.towers):
                 self._tower_backward(params, layers, design[r0:r1], [(a[r0:r1], h[r0:r1]) for a, h in hidden[t]],
-                                     g_outs[t][r0:r1], partial[b],
+                                     g_outs[t], partial[b],
                                      {i: (g[r0:r1], w[r0:r1]) for i, (g, w) in scratch[t].items()})
 
-        run_blocks(run, len(blocks))
-        return partial[0].copy() if len(blocks) == 1 else partial.sum(axis=0)
+        def total() -> np.ndarray:
+            return partial[0].copy() if len(blocks) == 1 else partial.sum(axis=0)
+
+        return run, total
+
+    def backward(self, params, cache, grad_mean, grad_log_scale):
+        # Per block of rows a private gradient (a row of ``partial``), added in block order: the same bits for
+        # any thread count.
+        run, total = self.backward_blocks(params, cache)
+        blocks = row_blocks(cache[0].shape[0])
+        run_blocks(lambda b: run(b, grad_mean[blocks[b][0]:blocks[b][1]], grad_log_scale[blocks[b][0]:blocks[b][1]]),
+                   len(blocks))
+        return total()

@@ -882,6 +882,9 @@ class AVI(_Engine):
             fixed_global=self.fixed_global)
 
     def _local_pass(self, rows, theta, seed, step, scale):
+        from ._engine_parts import encoder_output_grads
+        from ._threads import row_blocks
+
         phi = self.params[self.n_glob:]
         n_rows = self.index.size if rows is None else rows.size
         log_joint = np.zeros(theta.shape[0])
@@ -899,17 +902,27 @@ class AVI(_Engine):
             mean, log_scale, cache = self.bound.forward(phi, design, keep=True)
             if not all_finite(mean, log_scale):
                 raise _Diverged
-            terms = blocked_local_terms(self.model, self.backend_resolved, xb, mean, log_scale, theta, seed, step, idx)
+            block_backward = getattr(self.bound, "backward_blocks", None)
+            if block_backward is None:
+                terms = blocked_local_terms(self.model, self.backend_resolved, xb, mean, log_scale, theta, seed,
+                                            step, idx)
+                g_phi += self.bound.backward(phi, cache, *encoder_output_grads(terms.grad_mean,
+                                                                                terms.grad_log_scale, scale))
+            else:  # each row block's model pass and encoder backward in one task (avicore._threads)
+                run, total = block_backward(phi, cache)
+                blocks = row_blocks(xb.shape[0])
+
+                def after(b, grad_mean, grad_log_scale, run=run, blocks=blocks):
+                    r0, r1 = blocks[b]
+                    run(b, *encoder_output_grads(grad_mean[r0:r1], grad_log_scale[r0:r1], scale))
+
+                terms = blocked_local_terms(self.model, self.backend_resolved, xb, mean, log_scale, theta, seed,
+                                            step, idx, after=after)
+                g_phi += total()
             log_joint += terms.log_joint
             grad_global += terms.grad_global
             sum_log_scale += float(np.sum(log_scale))
             lo, hi = min(lo, float(log_scale.min(initial=math.inf))), max(hi, float(log_scale.max(initial=-math.inf)))
-            g_ls = terms.grad_log_scale + 1.0
-            g_m = terms.grad_mean
-            if scale != 1.0:
-                g_ls *= scale
-                g_m = g_m * scale
-            g_phi += self.bound.backward(phi, cache, g_m, g_ls)
         if self.weight_decay:
             g_phi -= self.weight_decay * phi
         self.log_sd_range = (lo, hi)
