@@ -56,18 +56,18 @@ def pivoted_cholesky(K: np.ndarray, max_rank: int = MAX_RANK, rtol: float = RANK
     n = K.shape[0]
     d = np.diag(K).astype(np.float64, copy=True)
     stop = rtol * float(d.sum())
-    V = np.zeros((n, min(max_rank, n)))
-    for k in range(V.shape[1]):
+    Vt = np.zeros((min(max_rank, n), n))  # Vᵀ: each new column of V is a contiguous row here
+    for k in range(Vt.shape[0]):
         if float(d.sum()) <= stop:
-            return V[:, :k], d
+            return Vt[:k].T, d
         i = int(np.argmax(d))
-        col = K[i] - V[:, :k] @ V[i, :k]  # K symmetric: its row i (contiguous) is its column i
+        col = K[i] - Vt[:k, i] @ Vt[:k]  # K symmetric: its row i (contiguous) is its column i
         col /= np.sqrt(d[i])
-        V[:, k] = col
+        Vt[k] = col
         d -= col * col
         d[i] = 0.0
         np.maximum(d, 0.0, out=d)
-    return V, d
+    return Vt.T, d
 
 
 @dataclass(frozen=True)
