@@ -59,7 +59,9 @@ own; so is the preconditioner. Measured 2026-12-04 on the shared 2-core machine 
 runs): 6 iterations, 7 K-matvecs, 11.4–13.9 ms in all (the previous version, 12 K-matvecs, at the same load:
 20.1–20.2 ms; before issue 19: 0.78 s, an O(N³) factorisation an iteration); steady state 1.36–1.51 ms an iteration
 against Adam's 0.87–1.65 ms, i.e. 0.83–1.73× per iteration, and 1.41–2.22× for the whole fit against Adam's
-per-iteration cost × 6 — the ≤ 2× goal met in two of the three loaded runs; rerun on a quiet machine. Per iteration
+per-iteration cost × 6 — the ≤ 2× goal met in two of the three loaded runs. At load ~1 (two runs): 9.1–9.5 ms,
+1.53× per iteration, 1.86–1.88× for the whole fit (the previous version at that load: 16.6 ms, 2.76×, 3.68×);
+rerun on a quiet machine. Per iteration
 the fixed point reads one N²/2-entry triangle (one symv with K), Adam two (two trmv with L⁻¹); the fixed point's extra
 is two more expected-log-likelihood passes, the preconditioner's O(N r²) work and Python overhead.
 
