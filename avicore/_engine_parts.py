@@ -44,6 +44,8 @@ class GlobalNoise:
         self.values = np.empty((0, n_samples, global_dim))
 
     def __call__(self, step: int) -> np.ndarray:
+        if not self.n_samples * self.dim:  # nothing to draw (a model without globals): no hashing
+            return np.empty((self.n_samples, self.dim))
         if not self.first <= step < self.first + self.values.shape[0]:
             from .kernels._counter_normal import STREAM_GLOBAL, first_hashes, row_keys, stream_key, ziggurat_numpy
 

@@ -48,19 +48,22 @@ thread synchronisation (one thread: 0.15 ms), hence the 2-thread rows. GPyTorch 
 
 Part 3 (issue 19) — a whole F-VI fit of a Poisson GP with an RBF kernel (lengthscale 0.1) at N = 2,000: the mean-field
 fixed point that F-VI now runs for GP models, against Adam's per-iteration cost and against where Adam is after the
-same wall time. Each fixed-point iteration is O(N²): the Newton step in the means is solved by conjugate gradients
-preconditioned with a pivoted-Cholesky factor of K (avicore/gp/_pcg.py; RBF: rank 27, one CG step), one K-matvec
-for the right-hand side plus one per CG step, and the prior term reuses the solver's α = K⁻¹m. The model's setup
-(Gram matrix, Cholesky and its inverse: O(N³) once per hyperparameter setting) is common to both fits and printed
-on its own; so is the preconditioner. Measured 2026-12-04 on the loaded shared 2-core machine (load 6–9;
-provisional, four runs): 6 iterations, 12 K-matvecs, 17–33 ms in all (before: 0.78 s, an O(N³) factorisation an
-iteration); steady state 1.9–2.2 ms an iteration against Adam's 0.85–2.1 ms, i.e. 1.1–2.3× per iteration, and
-2.6–3.4× for the whole fit against Adam's per-iteration cost × 6 (the first iteration also picks the start, which
-costs a K⁻¹ product of the log-counts, and builds the preconditioner) — the ≤ 2× goal met per iteration in some
-runs, not for the whole fit. Both iterations read two N²/2-entry matrices (Adam: two trmv with L⁻¹; fixed point:
-two symv with K) plus Python overhead, the fixed point's extra being three expected-log-likelihood passes and the
-preconditioner's O(N r) work; on the loaded machine K's and L⁻¹'s reads compete for the shared 32 MB L3 with the
-other jobs.
+same wall time. Each fixed-point iteration is O(N²): the Newton step in the means is solved with a pivoted-Cholesky
+factor VVᵀ of K (avicore/gp/_pcg.py; RBF: rank 27, exact to 1e-10 of tr K); when that factor is exact to rounding
+(max λ · tr(K − VVᵀ) ≤ 1e-6) its own O(N r) solve is the step and the iteration's one K-matvec maps δα to Δm,
+otherwise CG runs (one K-matvec for the right-hand side plus one per CG step). The prior term reuses the solver's
+α = K⁻¹m, and the first iteration's data-driven start (the log-counts) is smoothed by the prior as GP regression
+(O(N r²) and one K-matvec; the raw start needed a K⁻¹ product, two triangular matvecs). The model's setup (Gram
+matrix, Cholesky and its inverse: O(N³) once per hyperparameter setting) is common to both fits and printed on its
+own; so is the preconditioner. Measured 2026-12-04 on the shared 2-core machine at load 4–6 (provisional, three
+runs): 6 iterations, 7 K-matvecs, 11.4–13.9 ms in all (the previous version, 12 K-matvecs, at the same load:
+20.1–20.2 ms; before issue 19: 0.78 s, an O(N³) factorisation an iteration); steady state 1.36–1.51 ms an iteration
+against Adam's 0.87–1.65 ms, i.e. 0.83–1.73× per iteration, and 1.41–2.22× for the whole fit against Adam's
+per-iteration cost × 6 — the ≤ 2× goal met in two of the three loaded runs. At load ~1 (two runs): 9.1–9.5 ms,
+1.53× per iteration, 1.86–1.88× for the whole fit (the previous version at that load: 16.6 ms, 2.76×, 3.68×);
+rerun on a quiet machine. Per iteration
+the fixed point reads one N²/2-entry triangle (one symv with K), Adam two (two trmv with L⁻¹); the fixed point's extra
+is two more expected-log-likelihood passes, the preconditioner's O(N r²) work and Python overhead.
 
 Run:  python benchmarks/bench_gp.py            (part 1 at N = 10⁶, part 2 and 3 at N = 2,000; ``--part 1|2|3``)
       python benchmarks/bench_gp.py --quick    (N = 10⁴ and a GP of N = 300: checks the script, not the goals)

@@ -71,6 +71,18 @@ def likelihood_start(likelihood: object, y: np.ndarray) -> np.ndarray | None:
     return None
 
 
+def start_noise(likelihood: object, y: np.ndarray) -> np.ndarray:
+    """The observation-noise variance of :func:`likelihood_start`'s target, for smoothing it (1/(y + ½) for the
+    log of Poisson counts, the noise variance for Gaussian, scale² for Student-t)."""
+    from .likelihoods import Gaussian, Poisson
+
+    if isinstance(likelihood, Poisson):
+        return 1.0 / (y + 0.5)
+    if isinstance(likelihood, Gaussian):
+        return np.full(y.shape, likelihood.noise)
+    return np.full(y.shape, likelihood.scale ** 2)
+
+
 def line_search(objective, a: np.ndarray, delta: np.ndarray, value: float, slope: float
                 ) -> tuple[float, float]:
     """Largest α = 2⁻ᵏ with F(a + αδ) ≥ F(a) + 1e-4·α·slope; returns (α, F there), α = 0 when none is found.

@@ -16,6 +16,11 @@ CG from z = 0 increases cᵀz monotonically towards cᵀB⁻¹c, so every trunca
 (GᵀΔm = GᵀKG − cᵀz ≥ Gᵀ(K⁻¹ + Λ)⁻¹G ≥ 0): the line search on the exact ELBO keeps the iteration globally
 convergent however loosely it is solved. The solve stops at the relative residual η = min(10⁻³, ‖c‖/‖c₀‖)
 (an inexact-Newton forcing term that tightens as the gradient falls, c₀ the first system's right-hand side).
+
+When the preconditioner is exact to rounding — max λ · tr(K − VVᵀ) ≤ ``DIRECT_TOL``, a bound on ‖B − P‖₂ — the
+step skips CG: δα = (I + ΛK̃)⁻¹G with K̃ = VVᵀ + diag(K − VVᵀ + jitter), O(N r), and Δm = Kδα by the iteration's
+one K-matvec, so m = Kα stays exact and the line search sees the true ELBO. The step is used when its slope GᵀΔm
+is positive (an ascent direction), else the CG solve is made.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ MAX_RANK = 100
 RANK_RTOL = 1e-10
 ETA_MAX, ETA_MIN = 1e-3, 1e-12
 MAX_CG = 200
+#: The preconditioner counts as exact, and its own solve is taken as the step (no CG), when max λ · tr(K − VVᵀ),
+#: a bound on ‖B − P‖₂, is at most this.
+DIRECT_TOL = 1e-6
 
 
 def kernel_matvec(factor: object, x: np.ndarray) -> np.ndarray:
@@ -48,18 +56,18 @@ def pivoted_cholesky(K: np.ndarray, max_rank: int = MAX_RANK, rtol: float = RANK
     n = K.shape[0]
     d = np.diag(K).astype(np.float64, copy=True)
     stop = rtol * float(d.sum())
-    V = np.zeros((n, min(max_rank, n)))
-    for k in range(V.shape[1]):
+    Vt = np.zeros((min(max_rank, n), n))  # Vᵀ: each new column of V is a contiguous row here
+    for k in range(Vt.shape[0]):
         if float(d.sum()) <= stop:
-            return V[:, :k], d
+            return Vt[:k].T, d
         i = int(np.argmax(d))
-        col = K[:, i] - V[:, :k] @ V[i, :k]
+        col = K[i] - Vt[:k, i] @ Vt[:k]  # K symmetric: its row i (contiguous) is its column i
         col /= np.sqrt(d[i])
-        V[:, k] = col
+        Vt[k] = col
         d -= col * col
         d[i] = 0.0
         np.maximum(d, 0.0, out=d)
-    return V, d
+    return Vt.T, d
 
 
 @dataclass(frozen=True)
@@ -81,17 +89,23 @@ class NewtonCG:
         V, residual = pivoted_cholesky(factor.K, max_rank)
         self.V = np.ascontiguousarray(V)
         self.residual = residual + factor.jitter
+        self.residual_trace = float(residual.sum())
         self.c0: float | None = None
+
+    def smooth(self, target: np.ndarray, noise: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(α, m = Kα) with α = (K̃ + diag(noise))⁻¹ target, K̃ = VVᵀ + diag(K − VVᵀ + jitter): a GP-regression
+        smoothing of ``target`` in O(N r²) by Woodbury, m exact by one K-matvec (no K⁻¹ product)."""
+        D = self.residual + noise
+        Vd = self.V / D[:, None]
+        inner = self.V.T @ Vd
+        inner[np.diag_indices_from(inner)] += 1.0
+        alpha = target / D - Vd @ np.linalg.solve(inner, Vd.T @ target)
+        return alpha, kernel_matvec(self.factor, alpha)
 
     def step(self, lam: np.ndarray, G: np.ndarray) -> NewtonStep:
         """The Newton step for the curvatures ``lam`` ≥ 0 and the gradient ``G`` = g − α."""
         factor, root = self.factor, np.sqrt(lam)
-        KG = kernel_matvec(factor, G)
-        c = root * KG
-        c_norm = float(np.sqrt(c @ c))
-        if self.c0 is None:
-            self.c0 = c_norm
-        eta = max(ETA_MIN, min(ETA_MAX, c_norm / self.c0 if self.c0 > 0.0 else 0.0))
+        direct = float(lam.max(initial=0.0)) * self.residual_trace <= DIRECT_TOL
         # Preconditioner P = D + WWᵀ, D = I + Λ·diag(K − VVᵀ + jitter), W = Λ^½V; P⁻¹ by Woodbury.
         D = 1.0 + lam * self.residual
         W = root[:, None] * self.V
@@ -103,6 +117,20 @@ class NewtonCG:
         def precondition(x: np.ndarray) -> np.ndarray:
             return x / D - Wd @ (inner_inv @ (Wd.T @ x))
 
+        if direct:
+            # P = B up to ‖B − P‖ ≤ DIRECT_TOL: δα = (I + ΛK̃)⁻¹G with K̃ = VVᵀ + diag(K − VVᵀ + jitter) (O(N r)),
+            # and Δm = K δα exactly, by the iteration's one K-matvec (m = Kα stays exact whatever δα is).
+            dalpha = G - root * precondition(root * (self.V @ (self.V.T @ G) + self.residual * G))
+            dm = kernel_matvec(factor, dalpha)
+            slope = float(G @ dm)
+            if slope > 0.0 or not G.any():
+                return NewtonStep(dm=dm, dalpha=dalpha, slope=max(slope, 0.0), cg_steps=0)
+        KG = kernel_matvec(factor, G)
+        c = root * KG
+        c_norm = float(np.sqrt(c @ c))
+        if self.c0 is None:
+            self.c0 = c_norm
+        eta = max(ETA_MIN, min(ETA_MAX, c_norm / self.c0 if self.c0 > 0.0 else 0.0))
         z, Kz = np.zeros_like(c), np.zeros_like(c)
         res = c.copy()
         s = precondition(res)

@@ -251,3 +251,39 @@ def test_conjugate_gradient_newton_step_against_a_dense_solve(kernel):
     loose.c0 = 1.0
     first = loose.step(lam, G)
     assert first.slope >= float(G @ ref) * (1 - 1e-9) > 0
+
+
+def test_exact_preconditioner_step_skips_cg_and_the_smoothed_start_is_gp_regression():
+    from avicore.gp._pcg import NewtonCG, kernel_matvec
+
+    model = _model(RBF(1.0, 0.2), Poisson(), np.linspace(0.0, 1.0, 300))
+    rng = np.random.default_rng(7)
+    lam, G = rng.uniform(0.1, 20.0, model.n), rng.standard_normal(model.n)
+    K = _jittered(model)
+    ref = K @ np.linalg.solve(np.eye(model.n) + lam[:, None] * K, G)  # dense Newton step, no preconditioner
+    calls, plain = [0], kernel_matvec
+    newton = NewtonCG(model._factor)
+    from avicore.gp import _pcg
+
+    def counted(factor, x):
+        calls[0] += 1
+        return plain(factor, x)
+
+    _pcg.kernel_matvec = counted
+    try:
+        step = newton.step(lam, G)
+    finally:
+        _pcg.kernel_matvec = plain
+    assert step.cg_steps == 0 and calls[0] == 1  # the preconditioner is exact for RBF: one K-matvec, no CG
+    np.testing.assert_allclose(step.dm, ref, rtol=0, atol=1e-7 * np.abs(ref).max())
+    np.testing.assert_allclose(K @ step.dalpha, step.dm, rtol=0, atol=1e-9 * np.abs(step.dm).max())
+    # The rough kernel's rank-100 preconditioner is not exact: CG runs.
+    rough = NewtonCG(_model(Matern12(1.0, 0.2), Poisson(), np.linspace(0.0, 1.0, 300))._factor)
+    assert rough.step(lam, G).cg_steps > 0
+    # smooth(): α = (K + S)⁻¹t (GP regression, dense reference; K̃ differs from K by tr(K − VVᵀ) ≤ 1e-10 tr K, so
+    # α to ~‖K − K̃‖/min S relative) and m = Kα exactly.
+    target, noise = rng.standard_normal(model.n), rng.uniform(0.05, 1.0, model.n)
+    alpha, m = newton.smooth(target, noise)
+    ref_alpha = np.linalg.solve(K + np.diag(noise), target)
+    np.testing.assert_allclose(alpha, ref_alpha, rtol=0, atol=1e-6 * np.abs(ref_alpha).max())
+    np.testing.assert_allclose(m, K @ alpha, rtol=0, atol=1e-10)
