@@ -328,7 +328,8 @@ def sample_posterior(log_lik: Any, log_transmat: Any, log_startprob: Any, length
     -----
     One forward filtering pass per sequence, then O(n_states) work per sample and step.
 
-    One compiled call handles the whole batch: ``KeyboardInterrupt`` waits for it to finish.
+    Like :func:`forward_backward`, the compiled CPU backends are interruptible between sequences (slices of whole
+    sequences, bit-identical to one call; a single sequence is not interruptible mid-way).
 
     Examples
     --------

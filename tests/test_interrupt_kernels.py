@@ -151,3 +151,28 @@ def test_emission_slicing_is_bit_identical(monkeypatch):
     ref = emissions.gaussian_diag_log_lik(X, means, variances)
     monkeypatch.setattr(emissions, "SLICE_COST", 1)  # slices of 1024 rows (the smallest)
     assert np.array_equal(ref, emissions.gaussian_diag_log_lik(X, means, variances))
+
+
+@pytest.mark.parametrize("backend", ["cython", "numba"])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_sample_posterior_slicing_is_bit_identical(monkeypatch, backend, n_threads):
+    rng = np.random.default_rng(11)
+    K, n_samples = 3, 4
+    lengths = rng.integers(1, 60, size=120)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    log_lik = rng.normal(scale=2.0, size=(int(offsets[-1]), K))
+    log_lik[int(offsets[5]):int(offsets[5]) + 1] = -np.inf  # an impossible sequence: its samples are -1
+    log_transmat, log_startprob = _model(rng, K)
+    old = _config.get_num_threads()
+    _config.set_num_threads(n_threads)
+    try:
+        monkeypatch.setattr(H, "SLICE_COST", 1 << 60)
+        assert len(H._sample_slices(offsets, K, n_samples)) == 1
+        ref = H.SAMPLE_POSTERIOR[backend](log_lik, log_transmat, log_startprob, offsets, n_samples, 5)
+        monkeypatch.setattr(H, "SLICE_COST", 40 * (K * K + 64 + n_samples * (K + 16)))  # slices of ~40 rows
+        assert len(H._sample_slices(offsets, K, n_samples)) > 20
+        got = H.SAMPLE_POSTERIOR[backend](log_lik, log_transmat, log_startprob, offsets, n_samples, 5)
+    finally:
+        _config.set_num_threads(old)
+    assert (ref[:, int(offsets[5]):int(offsets[6])] == -1).all()
+    assert got.dtype == ref.dtype and np.array_equal(got, ref)

@@ -100,7 +100,8 @@ CHUNK_COUNT_BYTES = 4_000_000
 #: Most ``rows x (K² + 64)`` one compiled forward-backward / Viterbi call works on (0.02-0.09 s on one core for
 #: K = 2..64, measured): longer batches run as several calls over consecutive whole sequences (``_slices``),
 #: returning to Python in between, so that a pending ``KeyboardInterrupt`` is raised within a fraction of a second.
-#: One sequence is never split, so a single very long sequence is not interruptible mid-way.
+#: One sequence is never split, so a single very long sequence is not interruptible mid-way. Posterior sampling
+#: slices the same way, counting ``n_samples · (K + 16)`` more a row (``_sample_slices``).
 SLICE_COST = 1 << 26
 
 SUPPORTED_BACKENDS = ("numpy", "cython", "numba", "cuda")
@@ -318,15 +319,25 @@ def _viterbi_cython(log_lik, log_transmat, log_startprob, offsets):
     return log_prob, states
 
 
+def _sample_slices(offsets: np.ndarray, n_states: int, n_samples: int) -> list[tuple[int, int, int, int]]:
+    """The slices of a posterior-sampling call: the filter costs ~K² + 64 a row and every sample ~K + 16 more."""
+    return sequence_slices(offsets, SLICE_COST // (n_states * n_states + 64 + n_samples * (n_states + 16)))
+
+
 def _sample_posterior_cython(log_lik, log_transmat, log_startprob, offsets, n_samples, seed):
     T, K = log_lik.shape
     md = _prepare_model(log_transmat, log_startprob, pad=4)
     n_seq = len(offsets) - 1
     samples = np.empty((n_samples, T), dtype=np.int64)
-    _check_alloc(_cy().cy_sample_posterior(
-        log_lik, md["A"], md["At"], md["pi"], md["log_transmat"], md["log_transmat_t"], md["log_startprob"],
-        md["all_log"], md["check_reach"], offsets, hmm_seed_key(seed), np.empty((T, K)), np.empty(n_seq),
-        np.empty(n_seq, dtype=np.int8), samples, _config.get_num_threads()))
+    alpha, log_likelihood, status = np.empty((T, K)), np.empty(n_seq), np.empty(n_seq, dtype=np.int8)
+    cy, n_threads, key = _cy(), _config.get_num_threads(), hmm_seed_key(seed)
+    # Each slice passes its sequences' offsets unshifted, with the whole arrays: the kernel indexes rows (and keys
+    # its random numbers) by the global row and the global sample, so the slices change no bit.
+    for s0, s1, _, _ in _sample_slices(offsets, K, n_samples):
+        _check_alloc(cy.cy_sample_posterior(
+            log_lik, md["A"], md["At"], md["pi"], md["log_transmat"], md["log_transmat_t"], md["log_startprob"],
+            md["all_log"], md["check_reach"], offsets[s0:s1 + 1], key, alpha, log_likelihood[s0:s1],
+            status[s0:s1], samples, n_threads))
     return samples
 
 
@@ -676,11 +687,13 @@ def _sample_posterior_numba(log_lik, log_transmat, log_startprob, offsets, n_sam
     alpha = np.empty((T, K))
     status = np.empty(len(offsets) - 1, dtype=np.int8)
     samples = np.empty((n_samples, T), dtype=np.int64)
+    key = np.uint64(hmm_seed_key(seed))
     _config.apply_numba_threads()
-    _filter_numba_kernel(log_lik, md["A"], md["pi"], md["log_transmat_t"], md["log_startprob"], md["all_log"],
-                         md["check_reach"], offsets, alpha, status)
-    _backward_sample_numba_kernel(alpha, md["At"], md["log_transmat_t"], offsets, status,
-                                  np.uint64(hmm_seed_key(seed)), samples)
+    for s0, s1, _, _ in _sample_slices(offsets, K, n_samples):  # unshifted offsets, whole arrays (as in Cython)
+        part = offsets[s0:s1 + 1]
+        _filter_numba_kernel(log_lik, md["A"], md["pi"], md["log_transmat_t"], md["log_startprob"], md["all_log"],
+                             md["check_reach"], part, alpha, status[s0:s1])
+        _backward_sample_numba_kernel(alpha, md["At"], md["log_transmat_t"], part, status[s0:s1], key, samples)
     return samples
 
 
