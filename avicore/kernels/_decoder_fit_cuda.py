@@ -62,19 +62,8 @@ def decoder_fit_kernels(threads: int):  # pragma: no cover - compiled (the simul
     counter_normal, row_key = dev.counter_normal, dev.row_key
 
     helpers = shared_device_functions(threads)
-    exp_, tree, adam_one, adam_entry = helpers.exp_, helpers.tree, helpers.adam_one, helpers.adam_entry
-    glob_grad, global_off = helpers.glob_grad, helpers.global_off
-
-    @cuda.jit(device=True)
-    def block_sums(sh, tid, a, b, c, part):
-        # Block sums of three per-thread values → part[block, 0 … 2] (a fixed-order tree).
-        sh[0, tid] = a
-        sh[1, tid] = b
-        sh[2, tid] = c
-        tree(sh, tid)
-        if tid == 0:
-            for k in range(3):
-                part[cuda.blockIdx.x, k] = sh[k, 0]
+    exp_, adam_one, adam_entry = helpers.exp_, helpers.adam_one, helpers.adam_entry
+    glob_grad, global_off, row_totals = helpers.glob_grad, helpers.global_off, helpers.row_totals
 
     @cuda.jit(device=True, inline=True)
     def off_range(ls):
@@ -106,13 +95,7 @@ def decoder_fit_kernels(threads: int):  # pragma: no cover - compiled (the simul
             theta[s, j] = th
             sq = th * th
             bad = 0.0 if math.isfinite(th) else 1.0
-        sh[0, tid] = sq
-        sh[1, tid] = bad
-        sh[2, tid] = log_sd
-        tree(sh, tid)
-        if tid == 0:
-            for k in range(3):
-                part[s, cuda.blockIdx.x, k] = sh[k, 0]
+        row_totals(sh, tid, sq, bad, log_sd, part[s], cuda.blockIdx.x, 0, True)
 
     @cuda.jit
     def gather_locals(loc, rows, n_batch, i, n_rows, mean, log_scale):
@@ -206,7 +189,7 @@ def decoder_fit_kernels(threads: int):  # pragma: no cover - compiled (the simul
                     off_after = max(off_after, off_range(p))
             if not avi and off_after != off_before:  # F-VI: rows with a log sd out of range, kept up to date
                 cuda.atomic.add(scale_state, 0, off_after - off_before)
-        block_sums(sh, tid, sum_ls, bad, float64(off_before), part)
+        row_totals(sh, tid, sum_ls, bad, float64(off_before), part, cuda.blockIdx.x, 0, True)
 
     @cuda.jit
     def global_update(gstate, grad, theta, eta, g_theta, cfg, sched, i, part):
@@ -241,7 +224,7 @@ def decoder_fit_kernels(threads: int):  # pragma: no cover - compiled (the simul
             if decay != 0.0:
                 g -= decay * gstate[0, k]
             bad_phi = adam_entry(gstate, k, g, step, sqrt_bc2, cfg)
-        block_sums(sh, tid, bad_glob, bad_phi, off, part)
+        row_totals(sh, tid, bad_glob, bad_phi, off, part, cuda.blockIdx.x, 0, True)
 
     @cuda.jit
     def assemble(part_g, part_l, n_local_blocks, part_u, row_sq, row_zz, n_rows, cfg, sched, i, trace, status,

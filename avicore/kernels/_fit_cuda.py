@@ -74,6 +74,22 @@ def shared_device_functions(threads: int):  # pragma: no cover - compiled (the s
             cuda.syncthreads()
             stride //= 2
 
+    @cuda.jit(device=True)
+    def row_totals(sh, tid, ls, bad, off, part, blk, col, first):
+        # Block sums of three per-thread values (in the fits: the rows' log sₙ, non-finite counts, out-of-range log sₙ)
+        # → part[blk, col … col + 2], written (first) or added, in a fixed-order tree.
+        sh[0, tid] = ls
+        sh[1, tid] = bad
+        sh[2, tid] = off
+        tree(sh, tid)
+        if tid == 0:
+            for k in range(3):
+                if first:
+                    part[blk, col + k] = sh[k, 0]
+                else:
+                    part[blk, col + k] += sh[k, 0]
+        cuda.syncthreads()
+
     @cuda.jit(device=True, inline=True)
     def adam_one(p, m, v, g, offset, step, sqrt_bc2, beta1, beta2, eps):
         # avicore._cy.optim: ĝ = 1·g + offset, m ← β₁m + (1−β₁)ĝ, v ← β₂v + (1−β₂)ĝ², p ← p + step·m/(√v/√bc₂ + ε)
@@ -107,8 +123,8 @@ def shared_device_functions(threads: int):  # pragma: no cover - compiled (the s
         # FitHealth.scales for one q(θ) coordinate: sd outside [ε·max(|μ|, 1), 1e150] (point masses skipped)
         return log_sd != -_INF and (log_sd < _LOG_EPS + math.log(max(abs(mu), 1.0)) or log_sd > _LOG_MAX_SD)
 
-    return SimpleNamespace(exp_=exp_, tree=tree, adam_one=adam_one, adam_entry=adam_entry, glob_grad=glob_grad,
-                           global_off=global_off)
+    return SimpleNamespace(exp_=exp_, tree=tree, row_totals=row_totals, adam_one=adam_one, adam_entry=adam_entry,
+                           glob_grad=glob_grad, global_off=global_off)
 
 
 @functools.cache
@@ -122,7 +138,7 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
     linear_density, nonlinear_density = density_functions()
     helpers = shared_device_functions(threads)
     exp_, tree, adam_one, adam_entry = helpers.exp_, helpers.tree, helpers.adam_one, helpers.adam_entry
-    glob_grad, global_off = helpers.glob_grad, helpers.global_off
+    glob_grad, global_off, row_totals = helpers.glob_grad, helpers.global_off, helpers.row_totals
 
     @cuda.jit(device=True)
     def sample_loop(model, mparams, xn, mn, scale, rk, theta, active, sh, tid, part, blk, first):
@@ -164,21 +180,6 @@ def fit_kernels(threads: int):  # pragma: no cover - compiled (the simulator run
                         part[blk, n_samples + s0 + k] += sh[half + k, 0]
             cuda.syncthreads()
         return acc_m, acc_ls
-
-    @cuda.jit(device=True)
-    def row_totals(sh, tid, ls, bad, off, part, blk, col, first):
-        # Block sums of the rows' log sₙ, non-finite counts and out-of-range log sₙ → part[blk, col … col + 2].
-        sh[0, tid] = ls
-        sh[1, tid] = bad
-        sh[2, tid] = off
-        tree(sh, tid)
-        if tid == 0:
-            for k in range(3):
-                if first:
-                    part[blk, col + k] = sh[k, 0]
-                else:
-                    part[blk, col + k] += sh[k, 0]
-        cuda.syncthreads()
 
     @cuda.jit(device=True, inline=True)
     def off_range(ls):
