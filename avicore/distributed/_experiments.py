@@ -18,14 +18,16 @@ def _seed_task(module_name: str, config: dict, seed: int) -> dict:
 
 def run_seeds(module_name: str, config: dict, seeds: list[int], address: str, jobs: int,
               keep: Callable[[dict], None], log: Callable[[str], None]) -> None:
-    """Submit every seed, keep each result as it arrives; ``address`` "local" starts a LocalCluster of ``jobs``
-    processes (1 thread each) for the run."""
+    """Submit every seed, keep each result as it arrives; ``address`` "local" starts a LocalCluster for the run:
+    ``jobs`` threads in all, as one process per seed when there are fewer seeds than jobs (a single large seed then
+    runs on every thread: results do not depend on the thread count), else ``jobs`` processes of 1 thread."""
     from distributed import Client, LocalCluster, as_completed
 
     cluster = None
     if address == "local":
-        cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=":0",
-                               silence_logs=logging.ERROR)
+        n_workers = max(1, min(jobs, len(seeds)))
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=max(1, jobs // n_workers), processes=True,
+                               dashboard_address=":0", silence_logs=logging.ERROR)
         client = Client(cluster, set_as_default=False)
     else:
         client = Client(address, set_as_default=False)

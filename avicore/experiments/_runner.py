@@ -143,11 +143,17 @@ def prepare(name: str, *, quick: bool = False, seeds: int | None = None, out: st
     module = experiment.load()
     config = dict(module.config(quick))
     if config_overrides:
-        unknown = set(config_overrides) - set(config)
+        # An experiment may take derived options (not configuration entries) and apply them itself.
+        derived = tuple(getattr(module, "DERIVED_OPTIONS", ()))
+        unknown = set(config_overrides) - set(config) - set(derived)
         if unknown:
             raise ValueError(f"config_overrides must name entries of the {name!r} configuration "
-                             f"{sorted(config)}; got {sorted(unknown)}.")
-        config.update(config_overrides)
+                             f"{sorted(config)}{' or ' + str(sorted(derived)) if derived else ''}; "
+                             f"got {sorted(unknown)}.")
+        if hasattr(module, "apply_overrides"):
+            config = module.apply_overrides(config, config_overrides)
+        else:
+            config.update(config_overrides)
     n_seeds = _validate.check_int(seeds if seeds is not None else config.get("seeds", 1), "seeds", minimum=1)
     config["seeds"] = n_seeds
     n_jobs = _validate.check_int(jobs, "jobs", minimum=1)

@@ -33,6 +33,12 @@ seeds, ``--jobs 2``) takes ~8 minutes on the two idle cores, ~15-20 with the mac
 and 1,000, widths 2, 8, 32, every width, 2,500 / 1,500 iterations, 1 seed): 11.5 s of CPU (21-34 s wall on the
 loaded machine); it found width 8 at both N (N = 100: MLP(2) 3.4·10⁻³, MLP(8) 4.8·10⁻⁴, MLP(32) 1.2·10⁻⁴; N = 1,000:
 8.1·10⁻³, 3.3·10⁻⁴, −7·10⁻⁵).
+
+Larger N (issue 15's scale run): ``--n-obs 1000000`` (or any list) replaces the sizes, each with the schedule of
+:func:`settings_for` (2,000 iterations, S = 10, fewer ELBO samples as N grows); ``--widths 8`` shortens the ladder
+(the table then reports the width as an upper bound, "≤ 8", since narrower ones were not fitted); ``--dask local``
+runs the seeds on a LocalCluster, one worker process per seed with ``--jobs`` threads shared among them. The runs at
+different N merge into one table and figure with ``benchmarks/width_vs_n_scale.py`` (:func:`merge_runs`).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -52,27 +59,78 @@ LADDER = (1, 2, 4, 8, 16, 32)
 TOLERANCE = 1e-3
 #: Standard errors of the gap added before comparing with the tolerance.
 N_SE = 2.0
+#: Options that are not configuration entries (:func:`apply_overrides` turns them into entries).
+DERIVED_OPTIONS = ("n_obs_sizes",)
+
+
+def settings_for(n_obs: int) -> dict:
+    """The per-N schedule: iterations (fewer as N grows: the encoder's gradient sums over more rows), Monte-Carlo
+    samples per fit, and samples of the final ELBO estimates (their relative SE shrinks like 1/sqrt(N·samples), so
+    fewer are needed at large N).
+
+    Examples
+    --------
+    >>> from avicore.experiments.width_vs_n import settings_for
+    >>> settings_for(10**5)
+    {'n_iter': 2000, 'n_samples': 10, 'elbo_samples': 200}
+    >>> settings_for(10**7)["elbo_samples"]
+    20
+    """
+    n_iter = 4000 if n_obs <= 100 else 3000 if n_obs <= 1000 else 2000
+    elbo = next((e for limit, e in ((100, 2000), (1000, 1000), (10_000, 500), (100_000, 200), (1_000_000, 100))
+                 if n_obs <= limit), 20)
+    return {"n_iter": n_iter, "n_samples": 10, "elbo_samples": elbo}
 
 
 def config(quick: bool) -> dict:
-    """N = 10², 10³, 10⁴, 10⁵, ladder 1-32 stopped at the first sufficient width, 2 seeds (quick: N = 10², 10³,
-    widths 2, 8, 32 all fitted, 1 seed)."""
+    """N = 10², 10³, 10⁴, 10⁵ with :func:`settings_for`'s schedule, ladder 1-32 stopped at the first sufficient
+    width, 2 seeds (quick: N = 10², 10³, widths 2, 8, 32 all fitted, 1 seed)."""
     if quick:
         sizes = {"n_obs": [100, 1000], "n_iter": [2500, 1500], "n_samples": [10, 10], "elbo_samples": [2000, 1000],
                  "widths": [2, 8, 32], "full_ladder": True, "seeds": 1}
     else:
-        sizes = {"n_obs": [100, 1000, 10_000, 100_000], "n_iter": [4000, 3000, 2000, 2000],
-                 "n_samples": [10, 10, 10, 10], "elbo_samples": [2000, 1000, 500, 200], "widths": list(LADDER),
-                 "full_ladder": False, "seeds": 2}
+        n_obs = [100, 1000, 10_000, 100_000]
+        per_n = [settings_for(n) for n in n_obs]
+        sizes = {"n_obs": n_obs, **{key: [s[key] for s in per_n] for key in ("n_iter", "n_samples", "elbo_samples")},
+                 "widths": list(LADDER), "full_ladder": False, "seeds": 2}
     return {**sizes, "tolerance": TOLERANCE, "n_se": N_SE, "depth": 2, "lr": 0.02, "lr_final": 1e-4,
             "batch_size": None, "theta": 0.0}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--full-ladder``: fit every width at every N instead of stopping at the first sufficient one."""
+    """``--full-ladder``: fit every width at every N instead of stopping at the first sufficient one; ``--n-obs``:
+    other sizes (the scale runs: ``--n-obs 1000000``), each with :func:`settings_for`'s schedule; ``--widths``: a
+    shorter ladder (e.g. only the width that sufficed at smaller N)."""
     parser.add_argument("--full-ladder", dest="full_ladder", action="store_true", default=None,
                         help="fit every width of the ladder at every N (default: stop at the first width within "
                              "0.1 %% of F-VI's ELBO)")
+    parser.add_argument("--n-obs", dest="n_obs_sizes", type=_int_list("--n-obs", minimum=10), default=None,
+                        metavar="N[,N...]", help="sizes to run instead of 10^2..10^5, e.g. 1000000,10000000")
+    parser.add_argument("--widths", dest="widths", type=_int_list("--widths", minimum=1), default=None,
+                        metavar="K[,K...]", help="MLP widths to try, in order (default: 1,2,4,8,16,32)")
+
+
+def _int_list(option: str, minimum: int) -> Callable[[str], list[int]]:
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(v) for v in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option} must be comma-separated integers; got {text!r}") from None
+        if not values or min(values) < minimum:
+            raise argparse.ArgumentTypeError(f"{option} values must be >= {minimum}; got {text!r}")
+        return values
+    return parse
+
+
+def apply_overrides(config: dict, overrides: dict) -> dict:
+    """``n_obs_sizes`` (from ``--n-obs``) replaces the sizes and their per-N schedule; other keys as given."""
+    overrides = dict(overrides)
+    sizes = overrides.pop("n_obs_sizes", None)
+    if sizes is not None:
+        per_n = [settings_for(n) for n in sizes]
+        config = {**config, "n_obs": list(sizes),
+                  **{key: [s[key] for s in per_n] for key in ("n_iter", "n_samples", "elbo_samples")}}
+    return {**config, **overrides}
 
 
 def reaches(record: dict, tolerance: float = TOLERANCE, n_se: float = N_SE) -> bool:
@@ -147,12 +205,19 @@ def summarize(config: dict, seeds: list[dict]) -> dict:
             "smallest_width": None if any(w is None for w in smallest) else max(smallest),
             "seconds_fvi": mean_se([r["methods"]["F-VI"]["seconds"] for r in rows]),
             "gaps": gaps}
-    needed = [per_n[str(n)]["smallest_width"] for n in config["n_obs"]]
+    return {"settings": {k: config[k] for k in ("n_obs", "n_iter", "n_samples", "widths", "tolerance", "n_se",
+                                                "full_ladder")},
+            "per_n": per_n, "findings": _findings(config["n_obs"], widths, per_n)}
+
+
+def _findings(n_obs: list[int], widths: list[int], per_n: dict) -> dict:
+    """Whether the smallest sufficient width grows with N, in steps of the ladder ``widths``."""
+    needed = [per_n[str(n)]["smallest_width"] for n in n_obs]
     index = [_ladder_index(widths, w) for w in needed]
     all_reach = all(i is not None for i in index)
     steps = list(itertools.pairwise(index))
-    findings = {
-        "smallest_width_by_n": {str(n): w for n, w in zip(config["n_obs"], needed)},
+    return {
+        "smallest_width_by_n": {str(n): w for n, w in zip(n_obs, needed)},
         "every_n_reaches": all_reach,
         # Up to one ladder step (the resolution of a run: gaps near the threshold flip with the seed).
         "width_does_not_grow": all_reach and index[-1] <= index[0] + 1,
@@ -161,9 +226,47 @@ def summarize(config: dict, seeds: list[dict]) -> dict:
         "at_most_one_step_up_between_consecutive_n": all_reach and all(b - a <= 1 for a, b in steps),
         "largest_step_up": max([b - a for a, b in steps], default=0) if all_reach else None,
     }
-    return {"settings": {k: config[k] for k in ("n_obs", "n_iter", "n_samples", "widths", "tolerance", "n_se",
-                                                "full_ladder")},
-            "per_n": per_n, "findings": findings}
+
+
+def merge_runs(runs: list[dict]) -> tuple[dict, list[dict], dict]:
+    """One ``(config, seeds, summary)`` for :func:`table` and :func:`figures` from several runs' ``results.json``
+    contents (e.g. the default sizes, then ``--n-obs 1000000``, then ``--n-obs 10000000 --widths 8``): sizes in
+    increasing N, each with its own run's seeds, schedule and fitted widths, and the findings over all of them in
+    steps of the full ladder. Runs must share the criterion and must not repeat an N.
+    """
+    if not runs:
+        raise ValueError("runs must hold at least one width-vs-n result; got none.")
+    for key in ("tolerance", "n_se", "depth", "lr", "lr_final"):
+        values = {run["config"][key] for run in runs}
+        if len(values) > 1:
+            raise ValueError(f"runs must share {key!r} to be merged; got {sorted(values)}.")
+    rows = sorted(((int(n), run, i) for run in runs for i, n in enumerate(run["config"]["n_obs"])),
+                  key=lambda r: r[0])
+    n_obs = [n for n, _, _ in rows]
+    if len(set(n_obs)) != len(n_obs):
+        raise ValueError(f"runs must not repeat an N; got sizes {n_obs}.")
+    widths = sorted({int(w) for run in runs for w in run["config"]["widths"]} | set(LADDER))
+    first = runs[0]["config"]
+    config = {**first, "n_obs": n_obs, "widths": widths,
+              **{key: [run["config"][key][i] for _, run, i in rows] for key in ("n_iter", "n_samples",
+                                                                               "elbo_samples")},
+              "full_ladder": all(run["config"]["full_ladder"] for run in runs),
+              "seeds": max(len(run["seeds"]) for run in runs)}
+    absent = {"smallest_width": None}  # a seed a smaller run did not have: no point in the figure
+    seeds = [{"per_n": [run["seeds"][k]["per_n"][i] if k < len(run["seeds"]) else absent for _, run, i in rows]}
+             for k in range(config["seeds"])]
+    per_n = {str(n): run["summary"]["per_n"][str(n)] for n, run, _ in rows}
+    summary = {"settings": {k: config[k] for k in ("n_obs", "n_iter", "n_samples", "widths", "tolerance", "n_se",
+                                                   "full_ladder")},
+               "per_n": per_n, "findings": _findings(n_obs, widths, per_n)}
+    return config, seeds, summary
+
+
+def _upper_bound(per_n_entry: dict, widths: list[int]) -> bool:
+    """Whether an N's smallest sufficient width is only an upper bound: a narrower ladder width was not fitted
+    (a shorter ``--widths`` ladder)."""
+    smallest = per_n_entry["smallest_width"]
+    return smallest is not None and any(method_name(w) not in per_n_entry["gaps"] for w in widths if w < smallest)
 
 
 def table(summary: dict) -> str:
@@ -179,7 +282,9 @@ def table(summary: dict) -> str:
             g = v["gaps"].get(w)
             cells.append("-" if g is None else f"{float(g['relative_gap'][0]):.1e} ({g['reached']}/{g['n_seeds']})")
         per_seed = ", ".join("-" if w is None else str(w) for w in v["smallest_width_per_seed"])
-        lines.append(f"| {int(n):,} | {n_iter:,} | {elbo} | {v['smallest_width']} (seeds: {per_seed}) | "
+        smallest = v["smallest_width"]
+        label = f"≤ {smallest}" if _upper_bound(v, summary["settings"]["widths"]) else str(smallest)
+        lines.append(f"| {int(n):,} | {n_iter:,} | {elbo} | {label} (seeds: {per_seed}) | "
                      + " | ".join(cells) + " |")
     s, f = summary["settings"], summary["findings"]
     lines.append(f"\ncells: mean gap / abs(ELBO F-VI) over seeds (seeds reaching gap + {s['n_se']:g} SE <= "
@@ -208,12 +313,16 @@ def figures(config: dict, seeds: list[dict], summary: dict, out_dir: Path) -> li
     reported = [(n, w) for n, w in reported if w is not None]
     if reported:
         ax_w.plot(*zip(*reported), "s-", color="C0", label="reported (largest over seeds)")
+        bounds = [(n, w) for n, w in reported if _upper_bound(summary["per_n"][str(n)], widths)]
+        if bounds:
+            ax_w.plot(*zip(*bounds), "v", color="C3", ms=9, label="upper bound (narrower widths not fitted)")
     ax_w.set(xscale="log", xlabel="N (observations)", ylabel="smallest MLP width within 0.1 % of F-VI",
              title="encoder width needed vs N")
     ax_w.set_yscale("log", base=2)
     ax_w.set_yticks(widths, [str(w) for w in widths])
     ax_w.set_ylim(widths[0] / 1.5, widths[-1] * 1.5)
-    ax_w.legend(fontsize=8)
+    if ax_w.get_legend_handles_labels()[0]:  # nothing to label when no width reached the criterion
+        ax_w.legend(fontsize=8)
     for i, n in enumerate(n_obs):
         gaps = summary["per_n"][str(n)]["gaps"]
         ws = [w for w in widths if method_name(w) in gaps]

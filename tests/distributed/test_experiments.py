@@ -53,3 +53,15 @@ def test_dask_option_is_checked_before_anything_runs(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["toy", "--dask", " ", "--out", str(tmp_path)])
     assert "dask must be a scheduler address or 'local'" in capsys.readouterr().err
+
+
+def test_local_cluster_gives_a_lone_seed_every_job(tmp_path):
+    """``--dask local --jobs 2`` with one seed: one worker process with both threads (the large scale runs have one
+    seed); with more seeds than jobs, one single-threaded worker per job."""
+    lines: list[str] = []
+    one = run("toy", quick=True, seeds=1, out=tmp_path / "one", figures=False, dask="local", jobs=2,
+              log=lines.append)
+    assert [s["num_threads"] for s in one["seeds"]] == [2]
+    assert any("1 seed(s) as Dask tasks on 1 worker(s)" in line for line in lines)
+    jobs = run("toy", quick=True, seeds=1, out=tmp_path / "jobs", figures=False, jobs=1, log=lambda _: None)
+    assert [list(s["draws"]) for s in one["seeds"]] == [list(s["draws"]) for s in jobs["seeds"]]

@@ -75,3 +75,69 @@ def test_reaches_and_options() -> None:
     bad = {**width_vs_n.config(True), "n_iter": [100]}
     with pytest.raises(ValueError, match=r"n_iter must hold one entry per N \(len\(n_obs\) = 2\); got 1\."):
         width_vs_n.run_seed(bad, 0, False)
+
+
+def test_scale_options_give_each_size_its_schedule(tmp_path) -> None:
+    """``--n-obs``/``--widths`` (the scale runs): the default sizes' schedule comes from the same rule, larger N get
+    fewer ELBO samples (relative SE ~ 1/sqrt(N·samples)), and bad values are refused by the parser."""
+    from avicore.experiments._runner import prepare
+
+    default = width_vs_n.config(False)
+    assert [width_vs_n.settings_for(n)["n_iter"] for n in default["n_obs"]] == default["n_iter"] == [4000, 3000,
+                                                                                                      2000, 2000]
+    assert [width_vs_n.settings_for(n)["elbo_samples"] for n in default["n_obs"]] == [2000, 1000, 500, 200]
+    plan = prepare("width-vs-n", out=tmp_path, config_overrides={"n_obs_sizes": [10**6, 10**7], "widths": [8]})
+    assert plan.config["n_obs"] == [10**6, 10**7] and plan.config["widths"] == [8]
+    assert plan.config["n_iter"] == [2000, 2000] and plan.config["n_samples"] == [10, 10]
+    assert plan.config["elbo_samples"] == [100, 20]
+    with pytest.raises(ValueError, match="config_overrides must name entries"):
+        prepare("width-vs-n", out=tmp_path, config_overrides={"n_obs_size": [10]})
+    parser = argparse.ArgumentParser()
+    width_vs_n.add_arguments(parser)
+    args = parser.parse_args(["--n-obs", "1000000,10000000", "--widths", "4,8"])
+    assert args.n_obs_sizes == [10**6, 10**7] and args.widths == [4, 8]
+    for bad in (["--n-obs", "1e6"], ["--n-obs", "5"], ["--widths", "0"], ["--widths", ""]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad)
+
+
+def _renamed(payload: dict, sizes: dict[int, int]) -> dict:
+    """The quick run's results.json as if it had run at other sizes (N renamed, numbers unchanged)."""
+    saved = json.loads((payload["out"] / "results.json").read_text())
+    saved["config"]["n_obs"] = [sizes[n] for n in saved["config"]["n_obs"]]
+    saved["summary"]["per_n"] = {str(sizes[int(n)]): v for n, v in saved["summary"]["per_n"].items()}
+    for seed in saved["seeds"]:
+        for r in seed["per_n"]:
+            r["n_obs"] = sizes[r["n_obs"]]
+    return saved
+
+
+def test_merged_runs_give_one_table_and_figure(quick: dict, tmp_path) -> None:
+    """The scale runs' tables: runs at other N merge into one table in increasing N, each N keeping its own run's
+    numbers; the findings are recomputed over all N; a shorter ladder shows its width as an upper bound."""
+    small = json.loads((quick["out"] / "results.json").read_text())
+    large = _renamed(quick, {100: 10**7, 1000: 10**6})
+    large["config"]["widths"] = [8]
+    for v in large["summary"]["per_n"].values():  # as if only MLP(8) had been fitted
+        v["gaps"] = {k: g for k, g in v["gaps"].items() if k == method_name(8)}
+    config, seeds, summary = width_vs_n.merge_runs([large, small])
+    assert config["n_obs"] == [100, 1000, 10**6, 10**7] and config["widths"] == list(width_vs_n.LADDER)
+    assert summary["per_n"]["1000000"] == large["summary"]["per_n"]["1000000"]
+    assert summary["per_n"]["100"] == small["summary"]["per_n"]["100"]
+    assert [r["n_obs"] for r in seeds[0]["per_n"]] == config["n_obs"]
+    found = summary["findings"]["smallest_width_by_n"]
+    assert found == {"100": small["summary"]["per_n"]["100"]["smallest_width"],
+                     "1000": small["summary"]["per_n"]["1000"]["smallest_width"],
+                     "1000000": small["summary"]["per_n"]["1000"]["smallest_width"],
+                     "10000000": small["summary"]["per_n"]["100"]["smallest_width"]}
+    text = width_vs_n.table(summary)
+    rows = [line for line in text.splitlines() if line.startswith("| 1")]
+    assert [r.split(" |")[0] for r in rows] == ["| 100", "| 1,000", "| 1,000,000", "| 10,000,000"]
+    if found["10000000"] == 8:
+        assert "| ≤ 8 (seeds:" in rows[3]
+    assert width_vs_n.figures(config, seeds, summary, tmp_path) == [str(tmp_path / "width_vs_n.png")]
+    with pytest.raises(ValueError, match="must not repeat an N"):
+        width_vs_n.merge_runs([small, small])
+    other = {**large, "config": {**large["config"], "tolerance": 1e-2}}
+    with pytest.raises(ValueError, match="must share 'tolerance'"):
+        width_vs_n.merge_runs([small, other])

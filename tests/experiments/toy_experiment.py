@@ -22,7 +22,10 @@ def run_seed(config: dict, seed: int, progress: bool) -> dict:
         warnings.warn(f"seed {seed}: F-VI fit ended while its ELBO was still rising", ConvergenceWarning,
                       stacklevel=2)
     draws = np.random.default_rng(seed).normal(size=config["size"])
-    return {"draws": draws, "threads": os.environ.get("AVICORE_NUM_THREADS"), "pid": os.getpid()}
+    from avicore import get_num_threads
+
+    return {"draws": draws, "threads": os.environ.get("AVICORE_NUM_THREADS"), "num_threads": get_num_threads(),
+            "pid": os.getpid()}
 
 
 def summarize(config: dict, seeds: list[dict]) -> dict:
