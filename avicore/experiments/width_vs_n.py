@@ -82,6 +82,12 @@ def settings_for(n_obs: int) -> dict:
     return {"n_iter": n_iter, "n_samples": 10, "elbo_samples": elbo}
 
 
+def _schedule(sizes: list[int]) -> dict:
+    """``n_obs`` and, per N, the entries of :func:`settings_for` as lists (the configuration's per-N layout)."""
+    per_n = [settings_for(n) for n in sizes]
+    return {"n_obs": list(sizes), **{key: [s[key] for s in per_n] for key in ("n_iter", "n_samples", "elbo_samples")}}
+
+
 def config(quick: bool) -> dict:
     """N = 10², 10³, 10⁴, 10⁵ with :func:`settings_for`'s schedule, ladder 1-32 stopped at the first sufficient
     width, 2 seeds (quick: N = 10², 10³, widths 2, 8, 32 all fitted, 1 seed)."""
@@ -89,10 +95,8 @@ def config(quick: bool) -> dict:
         sizes = {"n_obs": [100, 1000], "n_iter": [2500, 1500], "n_samples": [10, 10], "elbo_samples": [2000, 1000],
                  "widths": [2, 8, 32], "full_ladder": True, "seeds": 1}
     else:
-        n_obs = [100, 1000, 10_000, 100_000]
-        per_n = [settings_for(n) for n in n_obs]
-        sizes = {"n_obs": n_obs, **{key: [s[key] for s in per_n] for key in ("n_iter", "n_samples", "elbo_samples")},
-                 "widths": list(LADDER), "full_ladder": False, "seeds": 2}
+        sizes = {**_schedule([100, 1000, 10_000, 100_000]), "widths": list(LADDER), "full_ladder": False,
+                 "seeds": 2}
     return {**sizes, "tolerance": TOLERANCE, "n_se": N_SE, "depth": 2, "lr": 0.02, "lr_final": 1e-4,
             "batch_size": None, "theta": 0.0}
 
@@ -127,9 +131,7 @@ def apply_overrides(config: dict, overrides: dict) -> dict:
     overrides = dict(overrides)
     sizes = overrides.pop("n_obs_sizes", None)
     if sizes is not None:
-        per_n = [settings_for(n) for n in sizes]
-        config = {**config, "n_obs": list(sizes),
-                  **{key: [s[key] for s in per_n] for key in ("n_iter", "n_samples", "elbo_samples")}}
+        config = {**config, **_schedule(sizes)}
     return {**config, **overrides}
 
 
@@ -205,9 +207,14 @@ def summarize(config: dict, seeds: list[dict]) -> dict:
             "smallest_width": None if any(w is None for w in smallest) else max(smallest),
             "seconds_fvi": mean_se([r["methods"]["F-VI"]["seconds"] for r in rows]),
             "gaps": gaps}
-    return {"settings": {k: config[k] for k in ("n_obs", "n_iter", "n_samples", "widths", "tolerance", "n_se",
-                                                "full_ladder")},
-            "per_n": per_n, "findings": _findings(config["n_obs"], widths, per_n)}
+    return _summary(config, per_n)
+
+
+def _summary(config: dict, per_n: dict) -> dict:
+    """The summary of per-N results: the settings a table needs, the per-N entries and the findings over them."""
+    settings = {k: config[k] for k in ("n_obs", "n_iter", "n_samples", "widths", "tolerance", "n_se", "full_ladder")}
+    widths = [int(w) for w in config["widths"]]
+    return {"settings": settings, "per_n": per_n, "findings": _findings(config["n_obs"], widths, per_n)}
 
 
 def _findings(n_obs: list[int], widths: list[int], per_n: dict) -> dict:
@@ -256,10 +263,7 @@ def merge_runs(runs: list[dict]) -> tuple[dict, list[dict], dict]:
     seeds = [{"per_n": [run["seeds"][k]["per_n"][i] if k < len(run["seeds"]) else absent for _, run, i in rows]}
              for k in range(config["seeds"])]
     per_n = {str(n): run["summary"]["per_n"][str(n)] for n, run, _ in rows}
-    summary = {"settings": {k: config[k] for k in ("n_obs", "n_iter", "n_samples", "widths", "tolerance", "n_se",
-                                                   "full_ladder")},
-               "per_n": per_n, "findings": _findings(n_obs, widths, per_n)}
-    return config, seeds, summary
+    return config, seeds, _summary(config, per_n)
 
 
 def _upper_bound(per_n_entry: dict, widths: list[int]) -> bool:
