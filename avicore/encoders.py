@@ -197,6 +197,27 @@ class BoundEncoder(ABC):
                  grad_log_scale: np.ndarray) -> np.ndarray:
         """Gradient of Σₙ (g_meanₙ · meanₙ + g_log_scaleₙ · log_scaleₙ) w.r.t. φ, flat (n_params,)."""
 
+    def jacobian(self, params: np.ndarray, design: np.ndarray) -> np.ndarray:
+        """Per-row Jacobian of the outputs: shape (n, 2d, n_params), rows (mean₀ … mean_d−1, log_scale₀ …).
+
+        The default takes central differences of :meth:`forward` (step 1e-6 of max(1, |φⱼ|)): exact up to
+        rounding for encoders linear in φ (Constant, Polynomial). :class:`MLP` overrides it with the exact one.
+        """
+        n, d = design.shape[0], self.latent_dim
+        check_allocation(8 * n * 2 * d * self.n_params, "design",
+                         f"{n} rows × {2 * d} outputs × {self.n_params} parameters (a dense Jacobian)")
+        jac = np.empty((n, 2 * d, self.n_params))
+        for j in range(self.n_params):
+            h = 1e-6 * max(1.0, abs(float(params[j])))
+            up, down = params.copy(), params.copy()
+            up[j] += h
+            down[j] -= h
+            mp, lp, _ = self.forward(up, design)
+            mm, lm, _ = self.forward(down, design)
+            jac[:, :d, j] = (mp - mm) / (2.0 * h)
+            jac[:, d:, j] = (lp - lm) / (2.0 * h)
+        return jac
+
     def log_scale_bias(self, params: np.ndarray) -> np.ndarray:
         """The view of ``params`` added to every row's log_scale (the log-scale head's output bias), shape (d,).
 
@@ -613,6 +634,32 @@ class _BoundMLP(BoundEncoder):
             return partial[0].copy() if len(blocks) == 1 else partial.sum(axis=0)
 
         return run, total
+
+    def jacobian(self, params, design):
+        """The exact per-row Jacobian (n, 2d, n_params): per tower and output unit, one backward pass that keeps
+        each row's layer gradients (the outer products of a layer's input and its back-propagated signal)."""
+        n, d = design.shape[0], self.latent_dim
+        check_allocation(8 * n * 2 * d * self.n_params, "design",
+                         f"{n} rows × {2 * d} outputs × {self.n_params} parameters (a dense Jacobian)")
+        _, _, (_, hidden) = self.forward(params, design, keep=True)
+        act = self.spec.activation
+        jac = np.zeros((n, 2 * d, self.n_params))
+        for t, layers in enumerate(self.towers):
+            n_out = layers[-1][4]
+            for o in range(n_out):
+                row = o if len(self.towers) == 1 else t * d + o  # shared: (mean, log_scale) columns of one tower
+                g = np.zeros((n, n_out))
+                g[:, o] = 1.0
+                for i in range(len(layers) - 1, -1, -1):
+                    w0, w1, b1, fan_in, fan_out = layers[i]
+                    h_in = design if i == 0 else hidden[t][i - 1][1]
+                    jac[:, row, w0:w1] = (h_in[:, :, None] * g[:, None, :]).reshape(n, -1)
+                    jac[:, row, w1:b1] = g
+                    if i > 0:
+                        a_prev, h_prev = hidden[t][i - 1]
+                        g = g @ params[w0:w1].reshape(fan_in, fan_out).T
+                        _apply_act_grad(act, g, a_prev, h_prev, np.empty_like(g))
+        return jac
 
     def backward(self, params, cache, grad_mean, grad_log_scale):
         # Per block of rows a private gradient (a row of ``partial``), added in block order: the same bits for

@@ -50,6 +50,31 @@ def test_backward_matches_central_finite_differences(encoder, latent_dim, rng):
     assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("encoder", ENCODERS, ids=repr)
+@pytest.mark.parametrize("latent_dim", [1, 3])
+def test_jacobian_rows_match_finite_differences_and_the_backward_pass(encoder, latent_dim, rng):
+    # Per-row Jacobian (the Gauss–Newton solver of GP encoders builds its system from it): each output's column
+    # against central differences of forward(), and its contraction against backward() (an independent code path).
+    u = rng.normal(size=(6, 2)) * np.array([2.0, 0.5]) + np.array([1.0, -2.0])
+    bound = encoder.bind(u, latent_dim)
+    params = bound.init_params(rng) + 0.3 * rng.normal(size=bound.n_params)
+    design = bound.design(u)
+    jac = bound.jacobian(params, design)
+    assert jac.shape == (6, 2 * latent_dim, bound.n_params)
+    h = 1e-6
+    for i in range(bound.n_params):
+        e = np.zeros(bound.n_params)
+        e[i] = h
+        mp, lp, _ = bound.forward(params + e, design)
+        mm, lm, _ = bound.forward(params - e, design)
+        numeric = np.concatenate([mp - mm, lp - lm], axis=1) / (2 * h)
+        assert_allclose(jac[:, :, i], numeric, rtol=1e-6, atol=1e-7)
+    g = rng.normal(size=(6, 2 * latent_dim))
+    _, _, cache = bound.forward(params, design, keep=True)
+    assert_allclose(np.einsum("no,nop->p", g, jac),
+                    bound.backward(params, cache, g[:, :latent_dim], g[:, latent_dim:]), rtol=1e-6, atol=1e-8)
+
+
 def _naive_mlp(bound, params, u):
     """Per-row MLP written from the documented layout, independent of the batched code."""
     spec = bound.spec

@@ -97,7 +97,7 @@ def config(quick: bool) -> dict:
             "likelihoods": ["gaussian", "poisson"] if quick else ["gaussian", "poisson", "bernoulli"],
             "kernels": ["matern12", "rbf"] if quick else list(KERNELS),
             "settings": {k: dict(v) for k, v in LIKELIHOODS.items()},
-            "widths": [4, 64] if quick else [1, 4, 16, 64], "depth": 2,
+            "widths": [4, 64] if quick else [1, 4, 16, 64], "depth": 2, "activation": "tanh",
             "n_iter": 1500 if quick else 4000, "mlp_n_iter": 200 if quick else 300, "lr": 0.05, "lr_final": 5e-4,
             "encoder_inputs": "y,t", "backend": "numpy", "max_trace_points": 500, "rel": 0.01,
             "seeds": 1 if quick else 3}
@@ -195,7 +195,8 @@ def _fit(config: dict, model, y: np.ndarray, method: str, seed: int, progress: b
     else:
         # Gauss–Newton steps (the model's own encoder solver; the learning rate is not used): far fewer iterations
         # than Adam needed, each costlier.
-        engine = avicore.AVI(model, MLP(int(method[4:-1]), depth=config["depth"]), **common)
+        encoder = MLP(int(method[4:-1]), depth=config["depth"], activation=config.get("activation", "relu"))
+        engine = avicore.AVI(model, encoder, **common)
         return engine.fit(y, n_iter=config.get("mlp_n_iter", config["n_iter"]), lr=lr, seed=seed, progress=progress)
     return engine.fit(y, n_iter=config["n_iter"], lr=lr, seed=seed, progress=progress)
 
@@ -299,7 +300,7 @@ def summarize(config: dict, seeds: list[dict]) -> dict:
         findings[lik] = f
     findings["no_encoder_closes_the_gap"] = all(findings[lik]["gap_above_1_nat_every_width"]
                                                 and findings[lik]["fvi_ge_every_avi"] for lik in case_names(config))
-    keys = ("n", "widths", "kernels", "n_iter", "mlp_n_iter", "lr", "lr_final", "rel", "encoder_inputs")
+    keys = ("n", "widths", "activation", "kernels", "n_iter", "mlp_n_iter", "lr", "lr_final", "rel", "encoder_inputs")
     return {"settings": {k: config.get(k) for k in keys},
             "likelihoods": per_lik, "findings": findings}
 

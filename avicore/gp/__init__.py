@@ -7,7 +7,7 @@
 - :mod:`avicore.gp.mean_field`: the mean-field fixed point / Newton iteration that :class:`avicore.FVI` runs on the
   locals of a GP model (any kernel, however ill-conditioned; O(N²) an iteration by preconditioned conjugate
   gradients, :mod:`avicore.gp._pcg`); :mod:`avicore.gp.amortized`: Gauss–Newton steps on encoders for
-  :class:`avicore.AVI` (exact for Constant and Polynomial, truncated Hessian-free ones for MLPs).
+  :class:`avicore.AVI` (exact for Constant and Polynomial, Levenberg–Marquardt ones for MLPs).
 - :mod:`avicore.gp.prior`: input and kernel checks and the factorised Gram matrix, shared by the model
   (:class:`avicore.models.GaussianProcess`) and the solvers here, one floor below both.
 - :mod:`avicore.gp.exact`: posterior, log marginal likelihood and the mean-field optimum for a Gaussian

@@ -12,7 +12,8 @@ two block Newton steps per iteration, each with a backtracking line search on th
 
 Gradient steps (Adam) on φ are instead scaled by K⁻¹ through the chain rule and crawl for smooth kernels, so the
 measured amortization gap would be the optimiser's. Cost per iteration: a few expected-log-likelihood passes, p
-triangular matvecs (K⁻¹J_m) and p × p solves.
+triangular matvecs (K⁻¹J_m) and p × p solves. Encoders non-linear in φ (MLP) take the Levenberg–Marquardt steps of
+:class:`GaussNewtonEncoderSolver` in the same metric.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg import cho_solve, cholesky, solve_triangular
 
 from ._newton import ARMIJO, MAX_HALVINGS, curvature, lower_matvec
 from .mean_field import MeanFieldSolver
@@ -147,28 +149,55 @@ class LinearEncoderSolver:
                            stationary=bool(abs(gain) < self.tol and max(pred_m, pred_s) < self.tol))
 
 
-#: Levenberg–Marquardt damping of the Gauss–Newton solver: start, bounds, and the CG steps per iteration at most.
-_DAMPING_START, _DAMPING_MIN, _DAMPING_MAX = 1.0, 1e-10, 1e12
-_GN_CG_STEPS = 100
+@dataclass(frozen=True)
+class _Linearisation:
+    """The ELBO at φ, the outputs o = (m, log s) stacked (2N,), the output gradient G, the Jacobian J (2N, p),
+    the parameter gradient JᵀG, the likelihood curvature λ and the log-scale curvature c."""
+
+    elbo: float
+    outputs: np.ndarray
+    G: np.ndarray
+    J: np.ndarray
+    grad: np.ndarray
+    lam: np.ndarray
+    curv_s: np.ndarray
+
+
+#: Levenberg–Marquardt damping (relative to the metric's mean diagonal): start and bounds; tries per iteration.
+_DAMPING_START, _DAMPING_MIN, _DAMPING_MAX = 1e-3, 1e-14, 1e10
+_LM_TRIES = 12
 
 
 class GaussNewtonEncoderSolver:
-    """Truncated (Hessian-free) Gauss–Newton steps on any encoder's parameters φ — A-VI's update for MLPs.
+    """Levenberg–Marquardt (damped Gauss–Newton) steps on any encoder's parameters φ — A-VI's update for MLPs.
 
     The ELBO of a GP model is a function of the encoder's outputs o = (m, log s) with, in those outputs, the
-    gradient (G, G_s) = (g − K⁻¹m, 2v(∂E/∂v − ½ diag K⁻¹) + 1) and the positive-definite Gauss–Newton metric
-    M = blockdiag(K⁻¹ + Λ, diag(2vₙ((K⁻¹)ₙₙ + λₙ))) (exact for the means; the variances' curvature at the fixed
-    point). Each iteration solves (JᵀMJ + μI) δ = Jᵀ(G, G_s), J = ∂o/∂φ, by at most 100 conjugate-gradient steps
-    that never form J: J v by central differences of the encoder's forward pass (exact for encoders linear in φ and
-    for ReLU networks away from their kinks), Jᵀw by its backward pass, K⁻¹ by two triangular matvecs (Martens 2010,
-    "Hessian-free optimization"). CG from δ = 0 gives an ascent direction however early it stops, so a backtracking
-    line search on the exact ELBO makes every accepted step an increase (the ELBO never falls, and stays below
-    F-VI's optimum since the encoder's family is a subset of F-VI's). μ follows the Levenberg–Marquardt rule (× 0.3
-    when the step gains more than ¾ of its prediction at full length, × 3 below ¼, × 10 when no step is found).
-    The metric M carries K⁻¹, so the directions the prior penalises most (rough changes of the means, whose
-    gradient steps Adam takes at the same size as smooth ones) are resolved first: progress does not depend on K's
-    condition number the way gradient steps do (measured: RBF, N = 100, MLP(32, tanh), 600 iterations: ELBO −238.6,
-    Adam with the same encoder after 3,000 iterations −6.6e5; F-VI's optimum −193.4).
+    gradient G = (g − K⁻¹m, 2v(∂E/∂v − ½ diag K⁻¹) + 1) and the positive-definite Gauss–Newton metric
+    M = blockdiag(K⁻¹ + Λ, diag(c)), cₙ = 2vₙ((K⁻¹)ₙₙ + λₙ) (exact for the means; the variances' curvature).
+    With J = ∂o/∂φ (the encoder's exact per-row Jacobian, :meth:`BoundEncoder.jacobian`) each iteration solves
+    (JᵀMJ + μI) δ = JᵀG by a dense Cholesky factorisation, in whichever of two equivalent forms is smaller:
+
+    - **primal** (n_params ≤ 2N): the n_params × n_params matrix JᵀMJ, with K⁻¹J by the prior's triangular inverse;
+    - **dual** (n_params > 2N, a network wider than its data): δ = Jᵀu with (JJᵀ + μM⁻¹) u = M⁻¹G, a 2N × 2N
+      system that never multiplies by K⁻¹: M⁻¹G is the mean-field Newton step in output space (for the means
+      (K⁻¹ + Λ)⁻¹(g − K⁻¹m) = Kⱼ − KⱼΛ^½B⁻¹Λ^½Kⱼ applied to it, B = I + Λ^½KⱼΛ^½, Kⱼ = K + jitter·I) and, as
+      μ → 0, δ is the smallest parameter change whose outputs take that Newton step.
+
+    Truncated conjugate gradients on the same system (Hessian-free, Martens 2010), this solver's earlier form,
+    resolve only its stiffest directions when K⁻¹ is in it (cond(K) ~1e10–1e15 for RBF on dense inputs): MLP(64)
+    on RBF was still 430 nats below F-VI after 1,500 such iterations (N = 200, Gaussian). The exact solve does not
+    depend on that condition number; what is left is the encoder's own curvature: a step that is right to first
+    order bends the outputs off the smooth directions, where K⁻¹ penalises the second-order error by ~1e10. Each
+    step therefore carries a **geodesic acceleration** (Transtrum & Sethna 2012): the outputs' second derivative
+    along δ by a central difference (step 0.1 δ), moved back onto the model by the same factorisation, and the
+    step is δ + ½a (rejected when |a| > 1.5 |δ|). With it MLP(64, tanh) on that case ends 0.2 nat below F-VI
+    after 400 iterations (without it 31 nats after 140; ReLU networks, whose second derivative is zero almost
+    everywhere, gain little from it: 318 nats). μ = τ · (the metric's mean diagonal) follows Nielsen's rule
+    (Madsen, Nielsen & Tingleff 2004: τ × max(⅓, 1 − (2ρ − 1)³) after a step that gained ρ of its prediction)
+    and × 4, with a new solve, when a step does not ascend (Armijo) — so every accepted step increases the exact
+    ELBO, which therefore never falls and stays below F-VI's optimum (the encoder's family is a subset of F-VI's).
+    Cost per iteration: the Jacobian (2N × n_params), one product with it per side, an n³/3 factorisation,
+    n = min(n_params, 2N), and a few forward passes (MLP(64) at N = 1,000: about 0.5 s).
 
     Parameters
     ----------
@@ -199,69 +228,126 @@ class GaussNewtonEncoderSolver:
         value = self.mf.elbo(factor, mean, var)
         return value if np.isfinite(value) else -np.inf
 
-    def _jvp(self, phi: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """J v by central differences (step 1e-6 of v's largest entry)."""
-        eps = 1e-6 / max(float(np.abs(v).max()), 1e-300)
-        mp, lp = self._outputs(phi + eps * v)
-        mm, lm = self._outputs(phi - eps * v)
-        return (mp - mm) / (2.0 * eps), (lp - lm) / (2.0 * eps)
+    def _metric_apply(self, factor: object, lam: np.ndarray, curv_s: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """M o for an output vector o = (Δm, Δlog s) stacked (2N,)."""
+        n = lam.size
+        dm, ds = out[:n], out[n:]
+        return np.concatenate([factor.alpha(dm) + lam * dm, curv_s * ds])
 
-    def _vjp(self, phi: np.ndarray, w_mean: np.ndarray, w_log_scale: np.ndarray) -> np.ndarray:
-        _, _, cache = self.bound.forward(phi, self.design, keep=True)
-        return self.bound.backward(phi, cache, w_mean.reshape(-1, 1), w_log_scale.reshape(-1, 1))
-
-    def step(self, factor: object, params: np.ndarray) -> EncoderStep:
-        """One damped Gauss–Newton iteration from ``params``."""
-        phi = params
-        before = self._elbo(factor, phi)
+    def linearise(self, factor: object, phi: np.ndarray) -> _Linearisation:
+        """The ELBO at ``phi`` with its gradient and Gauss–Newton pieces in output and parameter space."""
         mean, log_scale = self._outputs(phi)
         var = np.exp(2.0 * log_scale)
         ell = self.mf._ell(mean, var)
+        alpha = factor.alpha(mean)
         lam, d = curvature(ell.grad_var), factor.Kinv_diag
-        grad = self._vjp(phi, ell.grad_mean - factor.alpha(mean), 2.0 * var * (ell.grad_var - 0.5 * d) + 1.0)
-        curv_s = 2.0 * var * (d + lam)
-        mu = self.damping
+        G = np.concatenate([ell.grad_mean - alpha, 2.0 * var * (ell.grad_var - 0.5 * d) + 1.0])
+        jac = self.bound.jacobian(phi, self.design)  # (N, 2, p): mean rows, then log-scale rows
+        J = np.concatenate([jac[:, 0, :], jac[:, 1, :]])  # (2N, p)
+        return _Linearisation(elbo=self.mf.elbo(factor, mean, var, alpha, ell),
+                              outputs=np.concatenate([mean, log_scale]), G=G, J=J, grad=J.T @ G, lam=lam,
+                              curv_s=2.0 * var * (d + lam))
 
-        def metric(v: np.ndarray) -> np.ndarray:
-            jm, js = self._jvp(phi, v)
-            return self._vjp(phi, factor.alpha(jm) + lam * jm, curv_s * js) + mu * v
+    def system(self, factor: object, lin: _Linearisation) -> _Primal | _Dual:
+        """The damped Gauss–Newton system at ``lin`` in its smaller form (primal when n_params ≤ 2N)."""
+        n, p = lin.lam.size, lin.J.shape[1]
+        if p <= 2 * n:
+            return _Primal(factor, lin.lam, lin.curv_s, lin.J, lin.grad, self._metric_apply)
+        return _Dual(factor, lin.lam, lin.curv_s, lin.J, lin.G)
 
-        delta, residual = np.zeros_like(grad), grad.copy()
-        direction, rs = residual.copy(), float(residual @ residual)
-        stop = 1e-12 * rs
-        for _ in range(_GN_CG_STEPS):
-            if not rs > stop:
+    def step(self, factor: object, params: np.ndarray) -> EncoderStep:
+        """One Levenberg–Marquardt iteration (with geodesic acceleration) from ``params``."""
+        phi = params
+        lin = self.linearise(factor, phi)
+        before, grad, J, lam, curv_s, outputs = lin.elbo, lin.grad, lin.J, lin.lam, lin.curv_s, lin.outputs
+        system = self.system(factor, lin)
+        value, slope, predicted = before, 0.0, 0.0
+        for _ in range(_LM_TRIES):
+            solve = system.at(self.damping)
+            if solve is None:  # not positive-definite to rounding at this damping
+                self.damping = min(_DAMPING_MAX, 10.0 * self.damping)
+                continue
+            delta = solve(None)
+            slope = float(grad @ delta)
+            if not slope > 0.0:
                 break
-            Ad = metric(direction)
-            curv = float(direction @ Ad)
-            if not curv > 0.0:
+            predicted = slope - 0.5 * float((J @ delta) @ self._metric_apply(factor, lam, curv_s, J @ delta))
+            # Geodesic acceleration (Transtrum & Sethna 2012): the outputs' second derivative along δ, by a
+            # central difference, moved back onto the quadratic model by the same factorisation. The prior
+            # penalises by K⁻¹ whatever the curvature of the encoder pushes off the smooth directions.
+            h = 0.1
+            up, down = self._outputs(phi + h * delta), self._outputs(phi - h * delta)
+            second = (np.concatenate(up) - 2.0 * outputs + np.concatenate(down)) / (h * h)
+            accel = solve(-second)
+            step_ = delta + 0.5 * accel
+            if np.sqrt(accel @ accel) > 1.5 * np.sqrt(delta @ delta):
+                trial = -np.inf  # the acceleration dominates: the step is too long for the model
+            else:
+                trial = self._elbo(factor, phi + step_)
+            if trial >= before + ARMIJO * slope:
+                ratio = (trial - before) / predicted if predicted > 0.0 else 1.0
+                # Nielsen's rule (Madsen, Nielsen & Tingleff 2004): shrink μ unless the model was poor.
+                factor_mu = max(1.0 / 3.0, 1.0 - (2.0 * min(ratio, 1.0) - 1.0) ** 3)
+                self.damping = min(_DAMPING_MAX, max(_DAMPING_MIN, factor_mu * self.damping))
+                phi, value = phi + step_, trial
                 break
-            a = rs / curv
-            delta += a * direction
-            residual -= a * Ad
-            rs_new = float(residual @ residual)
-            direction = residual + (rs_new / rs) * direction
-            rs = rs_new
-        slope = float(grad @ delta)
-        predicted = slope - 0.5 * float(delta @ metric(delta)) if slope > 0.0 else 0.0
-        alpha, value = 1.0, before
-        accepted = False
-        if slope > 0.0:
-            for _ in range(MAX_HALVINGS):
-                trial = self._elbo(factor, phi + alpha * delta)
-                if trial >= before + ARMIJO * alpha * slope:
-                    value, accepted = trial, True
-                    break
-                alpha *= 0.5
-        if accepted:
-            ratio = (value - before) / predicted if predicted > 0.0 else 1.0
-            if ratio > 0.75 and alpha == 1.0:
-                self.damping = max(_DAMPING_MIN, 0.3 * mu)
-            elif ratio < 0.25:
-                self.damping = min(_DAMPING_MAX, 3.0 * mu)
-            phi = phi + alpha * delta
-        else:
-            self.damping = min(_DAMPING_MAX, 10.0 * mu)
+            self.damping = min(_DAMPING_MAX, 4.0 * self.damping)
         gain = value - before
         return EncoderStep(params=phi, elbo=value, gain=gain,
-                           stationary=bool(abs(gain) < self.tol and 0.5 * max(slope, 0.0) < self.tol))
+                           stationary=bool(abs(gain) < self.tol and max(predicted, 0.0) < self.tol))
+
+
+def _cholesky_solver(A: np.ndarray):
+    """x ↦ A⁻¹x by Cholesky, or None where A is not positive-definite to rounding."""
+    try:
+        c = cholesky(A, lower=True, check_finite=False)
+    except np.linalg.LinAlgError:
+        return None
+    return lambda rhs: cho_solve((c, True), rhs, check_finite=False)
+
+
+class _Primal:
+    """(JᵀMJ + μI)⁻¹JᵀM w from the n_params × n_params system (n_params ≤ 2N); w = None: the Newton target,
+    whose JᵀM w is the gradient JᵀG."""
+
+    def __init__(self, factor, lam, curv_s, J, grad, metric_apply) -> None:
+        n = lam.size
+        Jm, Js = J[:n], J[n:]
+        whitened = factor.Linv @ Jm  # L⁻¹J_m: (K⁻¹ + Λ) = L⁻ᵀL⁻¹ + Λ
+        self.H = whitened.T @ whitened + Jm.T @ (lam[:, None] * Jm) + Js.T @ (curv_s[:, None] * Js)
+        self.scale = max(float(np.trace(self.H)) / self.H.shape[0], 1e-300)
+        self.J, self.grad = J, grad
+        self.metric = lambda w: metric_apply(factor, lam, curv_s, w)
+
+    def at(self, tau: float):
+        solve = _cholesky_solver(self.H + (tau * self.scale) * np.eye(self.H.shape[0]))
+        if solve is None:
+            return None
+        return lambda w: solve(self.grad if w is None else self.J.T @ self.metric(w))
+
+
+class _Dual:
+    """The same step as Jᵀu with (JJᵀ + μM⁻¹)u = w (n_params > 2N; w = None: M⁻¹G, the mean-field Newton step in
+    output space). The 2N × 2N system never multiplies by K⁻¹."""
+
+    def __init__(self, factor, lam, curv_s, J, G) -> None:
+        n = lam.size
+        Kj = factor.K + factor.jitter * np.eye(n)
+        root = np.sqrt(lam)
+        B = Kj * root[:, None] * root[None, :]
+        B[np.diag_indices_from(B)] += 1.0
+        X = solve_triangular(cholesky(B, lower=True, check_finite=False), root[:, None] * Kj, lower=True,
+                             check_finite=False)
+        self.Minv = np.zeros((2 * n, 2 * n))
+        self.Minv[:n, :n] = Kj - X.T @ X  # (K⁻¹ + Λ)⁻¹ by Woodbury: no product with K⁻¹
+        self.Minv[n:, n:][np.diag_indices(n)] = 1.0 / curv_s
+        self.target = self.Minv @ G
+        self.theta = J @ J.T
+        self.scale = max(float(np.trace(self.theta)) / max(float(np.trace(self.Minv)), 1e-300), 1e-300)
+        self.J = J
+
+    def at(self, tau: float):
+        solve = _cholesky_solver(self.theta + (tau * self.scale) * self.Minv)
+        if solve is None:
+            return None
+        return lambda w: self.J.T @ solve(self.target if w is None else w)

@@ -32,7 +32,7 @@ How the engines fit the locals: the prior term's gradient in m is −K⁻¹m, wh
 "fixed-point"``) :class:`avicore.FVI` therefore updates the locals by the mean-field fixed point / Newton iteration of
 :mod:`avicore.gp.mean_field` (the optimum in a few iterations for any kernel; the fit stops with
 ``stop_reason="stationary"``) and :class:`avicore.AVI` fits Constant and Polynomial encoders by Gauss–Newton steps
-(:mod:`avicore.gp.amortized`) and MLP encoders by truncated Gauss–Newton steps in the same metric; a Gaussian q(θ)
+(:mod:`avicore.gp.amortized`) and MLP encoders by Levenberg–Marquardt steps in the same metric; a Gaussian q(θ)
 over fitted hyperparameters keeps Adam.
 
 ``local_terms`` therefore returns the same value for every Monte-Carlo sample. The prior couples every latent, so
@@ -80,7 +80,7 @@ class GaussianProcess(LatentVariableModel):
         is a point or there is no θ), ``"adam"`` by the engine's Adam steps on the ELBO gradient, whose progress
         depends on K's condition number. Under ``"fixed-point"`` :class:`avicore.AVI` likewise takes Gauss–Newton
         steps on the encoder (:mod:`avicore.gp.amortized`: exact ones for ``Constant`` and ``Polynomial``,
-        truncated Hessian-free ones for ``MLP``), ignoring the learning rate.
+        damped (Levenberg–Marquardt) ones for ``MLP``), ignoring the learning rate.
 
     Examples
     --------
@@ -341,8 +341,8 @@ class GaussianProcess(LatentVariableModel):
     def _avi_local_solver(self, x: np.ndarray, encoder: object, bound: object, design: np.ndarray, *,
                           backend: str, global_q: str, fixed_global: bool) -> object:
         """A-VI's update of the encoder: Gauss–Newton steps for one linear in its parameters (Constant, Polynomial;
-        :class:`avicore.gp.amortized.LinearEncoderSolver`), truncated Gauss–Newton (Hessian-free) steps for any
-        other (MLP; :class:`avicore.gp.amortized.GaussNewtonEncoderSolver`), or None for Adam."""
+        :class:`avicore.gp.amortized.LinearEncoderSolver`), Levenberg–Marquardt steps for any other (MLP;
+        :class:`avicore.gp.amortized.GaussNewtonEncoderSolver`), or None for Adam."""
         from ..encoders import Constant, Polynomial
 
         if self.local_solver != "fixed-point" or (self.global_dim and global_q != "point"):

@@ -1,4 +1,4 @@
-"""``python -m avicore.experiments gp --quick``: no MLP encoder closes the amortization gap under a GP prior.
+"""``python -m avicore.experiments gp --quick``: the amortization gap under a GP prior, measured between optima.
 
 The qualitative findings are checked on the run's own numbers against references computed here independently:
 the closed-form mean-field optimum and the exact log marginal likelihood (Gaussian likelihood), and
@@ -46,7 +46,7 @@ def test_quick_run_writes_results_and_figures(quick: dict) -> None:
         assert set(row["methods"]) == {"F-VI", "Polynomial(2)", *(f"MLP({k})" for k in cfg["widths"])}
         for m, v in row["methods"].items():
             # F-VI's fixed point and the Polynomial encoder's Gauss–Newton fit stop at their optimum; MLPs take
-            # truncated Gauss–Newton steps (issue 19): they never diverge, on the smooth kernels too, and run until
+            # Levenberg–Marquardt steps (issue 19): they never diverge, on the smooth kernels too, and run until
             # their own fixed point or the iteration budget.
             if m in ("F-VI", "Polynomial(2)"):
                 done = v["stop_reason"] == "stationary" and v["n_iter"] <= 20 and v["gap"] is not None
@@ -59,22 +59,30 @@ def test_quick_run_writes_results_and_figures(quick: dict) -> None:
             assert v["trace_iteration"][-1] == v["n_iter"]
 
 
-def test_fvi_beats_every_encoder_by_more_than_a_nat(quick: dict) -> None:
-    """The paper's claim: the gap does not close for any width (here k = 4 and 64, encoder on (yₙ, tₙ)), nor for
-    the Polynomial(2) encoder at its own optimum; on the smooth RBF kernel too."""
+def test_fvi_bounds_every_encoder_and_only_an_encoder_that_sees_t_and_outnumbers_its_data_closes_the_gap(
+        quick: dict) -> None:
+    """F-VI ≥ every A-VI fit (its family contains theirs), on the smooth RBF kernel too. Polynomial(2) on (yₙ, tₙ),
+    at its own optimum, stays more than a nat below. MLP(64) sees tₙ and has 4,418 parameters for 2N = 400 outputs:
+    it can produce F-VI's optimum exactly, so A-VI's optimum is F-VI's and its fit (Levenberg–Marquardt steps) must
+    end within a nat of it — the paper's claim holds in its strict setting (yₙ alone, the test below), not when the
+    encoder may memorise the posterior as a function of the input location."""
+    cfg = quick["config"]
+    assert cfg["activation"] == "tanh" and 2 * cfg["n"] < 4418
     for lik in ("gaussian", "poisson", "gaussian/rbf", "poisson/rbf"):
         for row in _per_seed(quick, lik):
             fvi = row["methods"]["F-VI"]["elbo"]
             assert row["methods"]["F-VI"]["iterations_to_1pct"] <= 5
             for m, v in row["methods"].items():
                 if m != "F-VI":
-                    assert fvi - v["elbo"] > 1.0, (lik, m)
+                    assert fvi - v["elbo"] >= -1e-6, (lik, m)
                     assert v["gap"] == pytest.approx(fvi - v["elbo"], abs=1e-9)
-            if lik == "gaussian":  # Matérn-1/2: a wider encoder gets closer, but not there
-                assert row["methods"]["MLP(64)"]["elbo"] > row["methods"]["MLP(4)"]["elbo"]
+            assert fvi - row["methods"]["Polynomial(2)"]["elbo"] > 1.0, lik
+            assert fvi - row["methods"]["MLP(64)"]["elbo"] < 1.0, lik
+            if lik == "gaussian":  # Matérn-1/2: the rough posterior mean is out of the narrow encoder's reach
+                assert fvi - row["methods"]["MLP(4)"]["elbo"] > 1.0
         f = quick["summary"]["findings"][lik]
-        assert f["fvi_ge_every_avi"] and f["gap_above_1_nat_every_width"] and f["min_gap"] > 1.0
-    assert quick["summary"]["findings"]["no_encoder_closes_the_gap"]
+        assert f["fvi_ge_every_avi"] and not f["gap_above_1_nat_every_width"]
+    assert not quick["summary"]["findings"]["no_encoder_closes_the_gap"]
 
 
 @pytest.mark.parametrize("kernel", ["matern12", "rbf"])
