@@ -29,13 +29,17 @@ def _loss(bound, params, design, g_mean, g_ls):
     return float(np.sum(g_mean * mean) + np.sum(g_ls * log_scale))
 
 
+def _bound_at_random_params(encoder, latent_dim, rng):
+    """The encoder bound to 7 shifted, scaled inputs, random parameters and the design rows."""
+    u = rng.normal(size=(7, 2)) * np.array([3.0, 0.5]) + np.array([10.0, -2.0])
+    bound = encoder.bind(u, latent_dim)
+    return bound, bound.init_params(rng) + 0.3 * rng.normal(size=bound.n_params), bound.design(u)
+
+
 @pytest.mark.parametrize("encoder", ENCODERS, ids=repr)
 @pytest.mark.parametrize("latent_dim", [1, 3])
 def test_backward_matches_central_finite_differences(encoder, latent_dim, rng):
-    u = rng.normal(size=(7, 2)) * np.array([3.0, 0.5]) + np.array([10.0, -2.0])
-    bound = encoder.bind(u, latent_dim)
-    params = bound.init_params(rng) + 0.3 * rng.normal(size=bound.n_params)
-    design = bound.design(u)
+    bound, params, design = _bound_at_random_params(encoder, latent_dim, rng)
     g_mean, g_ls = rng.normal(size=(7, latent_dim)), rng.normal(size=(7, latent_dim))
     _, _, cache = bound.forward(params, design, keep=True)
     analytic = bound.backward(params, cache, g_mean, g_ls)
@@ -55,12 +59,9 @@ def test_backward_matches_central_finite_differences(encoder, latent_dim, rng):
 def test_jacobian_rows_match_finite_differences_and_the_backward_pass(encoder, latent_dim, rng):
     # Per-row Jacobian (the Gauss–Newton solver of GP encoders builds its system from it): each output's column
     # against central differences of forward(), and its contraction against backward() (an independent code path).
-    u = rng.normal(size=(6, 2)) * np.array([2.0, 0.5]) + np.array([1.0, -2.0])
-    bound = encoder.bind(u, latent_dim)
-    params = bound.init_params(rng) + 0.3 * rng.normal(size=bound.n_params)
-    design = bound.design(u)
+    bound, params, design = _bound_at_random_params(encoder, latent_dim, rng)
     jac = bound.jacobian(params, design)
-    assert jac.shape == (6, 2 * latent_dim, bound.n_params)
+    assert jac.shape == (7, 2 * latent_dim, bound.n_params)
     h = 1e-6
     for i in range(bound.n_params):
         e = np.zeros(bound.n_params)
@@ -69,7 +70,7 @@ def test_jacobian_rows_match_finite_differences_and_the_backward_pass(encoder, l
         mm, lm, _ = bound.forward(params - e, design)
         numeric = np.concatenate([mp - mm, lp - lm], axis=1) / (2 * h)
         assert_allclose(jac[:, :, i], numeric, rtol=1e-6, atol=1e-7)
-    g = rng.normal(size=(6, 2 * latent_dim))
+    g = rng.normal(size=(7, 2 * latent_dim))
     _, _, cache = bound.forward(params, design, keep=True)
     assert_allclose(np.einsum("no,nop->p", g, jac),
                     bound.backward(params, cache, g[:, :latent_dim], g[:, latent_dim:]), rtol=1e-6, atol=1e-8)
