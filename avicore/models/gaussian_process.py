@@ -80,7 +80,9 @@ class GaussianProcess(LatentVariableModel):
         is a point or there is no θ), ``"adam"`` by the engine's Adam steps on the ELBO gradient, whose progress
         depends on K's condition number. Under ``"fixed-point"`` :class:`avicore.AVI` likewise takes Gauss–Newton
         steps on the encoder (:mod:`avicore.gp.amortized`: exact ones for ``Constant`` and ``Polynomial``,
-        damped (Levenberg–Marquardt) ones for ``MLP``), ignoring the learning rate.
+        damped (Levenberg–Marquardt) ones for ``MLP``), ignoring the learning rate. On the smooth kernels (RBF,
+        Matérn-5/2) give the MLP a smooth activation (``MLP(k, activation="tanh")``): ReLU outputs kink in the
+        encoder's parameters, which those steps cannot follow where K⁻¹ is ~1e10.
 
     Examples
     --------
