@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import cho_solve, cholesky, solve_triangular
 
+from .._validate import check_allocation
 from ._newton import ARMIJO, MAX_HALVINGS, curvature, lower_matvec
 from .mean_field import MeanFieldSolver
 
@@ -211,6 +212,11 @@ class GaussNewtonEncoderSolver:
 
     def __init__(self, likelihood: object, y: np.ndarray, bound: object, design: np.ndarray, backend: str,
                  tol: float = 1e-8) -> None:
+        n_out, p = 2 * y.size, bound.n_params
+        # The Jacobian, and three n × n matrices of the system (n = min(p, 2N)) with their factor: refused before the
+        # fit starts rather than a MemoryError half-way through its first step.
+        check_allocation(8 * (n_out * p + 4 * min(p, n_out) ** 2), "encoder",
+                         f"{p} parameters for {y.size} observations (a dense Gauss–Newton system)")
         self.mf = MeanFieldSolver(likelihood, y, backend, tol)
         self.bound, self.design, self.tol = bound, design, tol
         self.damping = _DAMPING_START

@@ -252,6 +252,18 @@ def test_mlp_encoder_wider_than_its_data_reaches_the_mean_field_optimum_on_a_smo
     assert np.all(np.diff(res.trace) >= -1e-9 * np.abs(res.trace[1:]))  # the ELBO never falls
 
 
+def test_encoder_whose_gauss_newton_system_exceeds_memory_is_refused_before_the_fit(monkeypatch):
+    # The dense system of an MLP(64) fit at N = 50 needs ~3.6 MiB; on a machine reported to have 1 MB the fit is
+    # refused with a ValueError naming the encoder, before any step (not a MemoryError half-way through one).
+    import avicore._validate
+
+    model = _model(Matern12(1.0, 0.3), Gaussian(0.1), np.linspace(0.0, 1.0, 50))
+    y = model.simulate(seed=0).x
+    monkeypatch.setattr(avicore._validate, "_physical_memory", lambda: 10**6)
+    with pytest.raises(ValueError, match=r"encoder must fit in memory; got 4482 parameters for 50 observations"):
+        AVI(model, MLP(64), n_samples=1).fit(y, n_iter=2, lr=0.01, seed=0)
+
+
 def test_mlp_encoder_fit_is_monotone_and_below_fvi_on_an_ill_conditioned_kernel():
     # RBF on 100 dense inputs (cond(K) ~1e10 with jitter): Adam on the encoder ran away here (ELBO −6.6e5 after
     # 3,000 iterations on the same case with MLP(32, tanh)); the Gauss–Newton steps only ever climb, and stay
