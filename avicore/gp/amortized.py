@@ -285,17 +285,17 @@ class GaussNewtonEncoderSolver:
             up, down = self._outputs(phi + h * delta), self._outputs(phi - h * delta)
             second = (np.concatenate(up) - 2.0 * outputs + np.concatenate(down)) / (h * h)
             accel = solve(-second)
-            step_ = delta + 0.5 * accel
+            move = delta + 0.5 * accel
             if np.sqrt(accel @ accel) > 1.5 * np.sqrt(delta @ delta):
                 trial = -np.inf  # the acceleration dominates: the step is too long for the model
             else:
-                trial = self._elbo(factor, phi + step_)
+                trial = self._elbo(factor, phi + move)
             if trial >= before + ARMIJO * slope:
                 ratio = (trial - before) / predicted if predicted > 0.0 else 1.0
                 # Nielsen's rule (Madsen, Nielsen & Tingleff 2004): shrink μ unless the model was poor.
                 factor_mu = max(1.0 / 3.0, 1.0 - (2.0 * min(ratio, 1.0) - 1.0) ** 3)
                 self.damping = min(_DAMPING_MAX, max(_DAMPING_MIN, factor_mu * self.damping))
-                phi, value = phi + step_, trial
+                phi, value = phi + move, trial
                 break
             self.damping = min(_DAMPING_MAX, 4.0 * self.damping)
         gain = value - before
