@@ -200,13 +200,11 @@ class BoundEncoder(ABC):
     def jacobian(self, params: np.ndarray, design: np.ndarray) -> np.ndarray:
         """Per-row Jacobian of the outputs: shape (n, 2d, n_params), rows (mean₀ … mean_d−1, log_scale₀ …).
 
-        The default takes central differences of :meth:`forward` (step 1e-6 of max(1, |φⱼ|)): exact up to
-        rounding for encoders linear in φ (Constant, Polynomial). :class:`MLP` overrides it with the exact one.
+        The default takes central differences of :meth:`forward` (step 1e-6 of max(1, |φⱼ|)); the encoders linear
+        in φ (Constant, Polynomial) and :class:`MLP` override it with exact ones.
         """
         n, d = design.shape[0], self.latent_dim
-        check_allocation(8 * n * 2 * d * self.n_params, "design",
-                         f"{n} rows × {2 * d} outputs × {self.n_params} parameters (a dense Jacobian)")
-        jac = np.empty((n, 2 * d, self.n_params))
+        jac = self._jacobian_array(n)
         for j in range(self.n_params):
             h = 1e-6 * max(1.0, abs(float(params[j])))
             up, down = params.copy(), params.copy()
@@ -217,6 +215,13 @@ class BoundEncoder(ABC):
             jac[:, :d, j] = (mp - mm) / (2.0 * h)
             jac[:, d:, j] = (lp - lm) / (2.0 * h)
         return jac
+
+    def _jacobian_array(self, n: int) -> np.ndarray:
+        """A zeroed (n, 2d, n_params) Jacobian, refused (ValueError naming ``design``) beyond physical memory."""
+        d = self.latent_dim
+        check_allocation(8 * n * 2 * d * self.n_params, "design",
+                         f"{n} rows × {2 * d} outputs × {self.n_params} parameters (a dense Jacobian)")
+        return np.zeros((n, 2 * d, self.n_params))
 
     def log_scale_bias(self, params: np.ndarray) -> np.ndarray:
         """The view of ``params`` added to every row's log_scale (the log-scale head's output bias), shape (d,).
@@ -238,6 +243,21 @@ class Encoder(ABC):
     @abstractmethod
     def bind(self, u: np.ndarray, latent_dim: int, *, n_masks: int = 0) -> BoundEncoder:
         """Fix the encoder to training inputs ``u`` (n, n_inputs) whose last ``n_masks`` columns are 0/1 masks."""
+
+
+class _LinearInParams(BoundEncoder):
+    """A bound encoder whose outputs are linear in φ with no offset (forward(0) = 0): Constant, Polynomial."""
+
+    def jacobian(self, params, design):
+        """Exact, and the same at every φ: column j is the forward pass at the unit vector eⱼ."""
+        d = self.latent_dim
+        jac = self._jacobian_array(design.shape[0])
+        for j in range(self.n_params):
+            e = np.zeros(self.n_params)
+            e[j] = 1.0
+            mean, log_scale, _ = self.forward(e, design)
+            jac[:, :d, j], jac[:, d:, j] = mean, log_scale
+        return jac
 
 
 def _check_inputs(u: object, n_masks: int) -> np.ndarray:
@@ -272,7 +292,7 @@ class Constant(Encoder):
         return _BoundConstant(arr.shape[1], check_int(latent_dim, "latent_dim", minimum=1))
 
 
-class _BoundConstant(BoundEncoder):
+class _BoundConstant(_LinearInParams):
     def __init__(self, n_inputs: int, latent_dim: int) -> None:
         self.n_inputs, self.latent_dim, self.n_params = n_inputs, latent_dim, 2 * latent_dim
 
@@ -345,7 +365,7 @@ class Polynomial(Encoder):
                                 self.whiten)
 
 
-class _BoundPolynomial(BoundEncoder):
+class _BoundPolynomial(_LinearInParams):
     def __init__(self, degree: int, u: np.ndarray, latent_dim: int, n_masks: int, whiten: bool = False) -> None:
         self.n_inputs, self.latent_dim, self.n_masks = u.shape[1], latent_dim, n_masks
         n_values = u.shape[1] - n_masks
@@ -639,11 +659,9 @@ class _BoundMLP(BoundEncoder):
         """The exact per-row Jacobian (n, 2d, n_params): per tower and output unit, one backward pass that keeps
         each row's layer gradients (the outer products of a layer's input and its back-propagated signal)."""
         n, d = design.shape[0], self.latent_dim
-        check_allocation(8 * n * 2 * d * self.n_params, "design",
-                         f"{n} rows × {2 * d} outputs × {self.n_params} parameters (a dense Jacobian)")
+        jac = self._jacobian_array(n)
         _, _, (_, hidden) = self.forward(params, design, keep=True)
         act = self.spec.activation
-        jac = np.zeros((n, 2 * d, self.n_params))
         for t, layers in enumerate(self.towers):
             n_out = layers[-1][4]
             for o in range(n_out):

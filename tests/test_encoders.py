@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from avicore.encoders import MLP, Constant, Polynomial, check_window, window_inputs
+from avicore.encoders import MLP, BoundEncoder, Constant, Polynomial, check_window, window_inputs
 
 ENCODERS = [
     Constant(),
@@ -70,6 +70,8 @@ def test_jacobian_rows_match_finite_differences_and_the_backward_pass(encoder, l
         mm, lm, _ = bound.forward(params - e, design)
         numeric = np.concatenate([mp - mm, lp - lm], axis=1) / (2 * h)
         assert_allclose(jac[:, :, i], numeric, rtol=1e-6, atol=1e-7)
+    # The base class's central-difference default (for encoders without an exact one) agrees too.
+    assert_allclose(BoundEncoder.jacobian(bound, params, design), jac, rtol=1e-6, atol=1e-7)
     g = rng.normal(size=(7, 2 * latent_dim))
     _, _, cache = bound.forward(params, design, keep=True)
     assert_allclose(np.einsum("no,nop->p", g, jac),

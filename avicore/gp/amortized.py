@@ -72,13 +72,8 @@ class LinearEncoderSolver:
                  tol: float = 1e-8) -> None:
         self.mf = MeanFieldSolver(likelihood, y, backend, tol)
         self.tol = tol
-        p = bound.n_params
-        jac_m, jac_s = np.empty((y.size, p)), np.empty((y.size, p))
-        for j in range(p):
-            e = np.zeros(p)
-            e[j] = 1.0
-            mean, log_scale, _ = bound.forward(e, design)
-            jac_m[:, j], jac_s[:, j] = mean[:, 0], log_scale[:, 0]
+        jac = bound.jacobian(np.zeros(bound.n_params), design)  # exact, and the same at every φ
+        jac_m, jac_s = np.ascontiguousarray(jac[:, 0, :]), np.ascontiguousarray(jac[:, 1, :])
         self.mean_cols = np.flatnonzero(np.any(jac_m != 0.0, axis=0))
         self.scale_cols = np.setdiff1d(np.flatnonzero(np.any(jac_s != 0.0, axis=0)), self.mean_cols)
         self.jac_m, self.jac_s = jac_m, jac_s
@@ -234,12 +229,6 @@ class GaussNewtonEncoderSolver:
         value = self.mf.elbo(factor, mean, var)
         return value if np.isfinite(value) else -np.inf
 
-    def _metric_apply(self, factor: object, lam: np.ndarray, curv_s: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """M o for an output vector o = (Δm, Δlog s) stacked (2N,)."""
-        n = lam.size
-        dm, ds = out[:n], out[n:]
-        return np.concatenate([factor.alpha(dm) + lam * dm, curv_s * ds])
-
     def linearise(self, factor: object, phi: np.ndarray) -> _Linearisation:
         """The ELBO at ``phi`` with its gradient and Gauss–Newton pieces in output and parameter space."""
         mean, log_scale = self._outputs(phi)
@@ -258,7 +247,7 @@ class GaussNewtonEncoderSolver:
         """The damped Gauss–Newton system at ``lin`` in its smaller form (primal when n_params ≤ 2N)."""
         n, p = lin.lam.size, lin.J.shape[1]
         if p <= 2 * n:
-            return _Primal(factor, lin.lam, lin.curv_s, lin.J, lin.grad, self._metric_apply)
+            return _Primal(factor, lin.lam, lin.curv_s, lin.J, lin.grad)
         return _Dual(factor, lin.lam, lin.curv_s, lin.J, lin.G)
 
     def step(self, factor: object, params: np.ndarray) -> EncoderStep:
@@ -277,7 +266,8 @@ class GaussNewtonEncoderSolver:
             slope = float(grad @ delta)
             if not slope > 0.0:
                 break
-            predicted = slope - 0.5 * float((J @ delta) @ self._metric_apply(factor, lam, curv_s, J @ delta))
+            out_move = J @ delta
+            predicted = slope - 0.5 * float(out_move @ _metric_apply(factor, lam, curv_s, out_move))
             # Geodesic acceleration (Transtrum & Sethna 2012): the outputs' second derivative along δ, by a
             # central difference, moved back onto the quadratic model by the same factorisation. The prior
             # penalises by K⁻¹ whatever the curvature of the encoder pushes off the smooth directions.
@@ -303,6 +293,13 @@ class GaussNewtonEncoderSolver:
                            stationary=bool(abs(gain) < self.tol and max(predicted, 0.0) < self.tol))
 
 
+def _metric_apply(factor: object, lam: np.ndarray, curv_s: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """M o for an output vector o = (Δm, Δlog s) stacked (2N), M = blockdiag(K⁻¹ + Λ, diag(curv_s))."""
+    n = lam.size
+    dm, ds = out[:n], out[n:]
+    return np.concatenate([factor.alpha(dm) + lam * dm, curv_s * ds])
+
+
 def _cholesky_solver(A: np.ndarray):
     """x ↦ A⁻¹x by Cholesky, or None where A is not positive-definite to rounding."""
     try:
@@ -316,14 +313,14 @@ class _Primal:
     """(JᵀMJ + μI)⁻¹JᵀM w from the n_params × n_params system (n_params ≤ 2N); w = None: the Newton target,
     whose JᵀM w is the gradient JᵀG."""
 
-    def __init__(self, factor, lam, curv_s, J, grad, metric_apply) -> None:
+    def __init__(self, factor, lam, curv_s, J, grad) -> None:
         n = lam.size
         Jm, Js = J[:n], J[n:]
         whitened = factor.Linv @ Jm  # L⁻¹J_m: (K⁻¹ + Λ) = L⁻ᵀL⁻¹ + Λ
         self.H = whitened.T @ whitened + Jm.T @ (lam[:, None] * Jm) + Js.T @ (curv_s[:, None] * Js)
         self.scale = max(float(np.trace(self.H)) / self.H.shape[0], 1e-300)
         self.J, self.grad = J, grad
-        self.metric = lambda w: metric_apply(factor, lam, curv_s, w)
+        self.metric = lambda w: _metric_apply(factor, lam, curv_s, w)
 
     def at(self, tau: float):
         solve = _cholesky_solver(self.H + (tau * self.scale) * np.eye(self.H.shape[0]))

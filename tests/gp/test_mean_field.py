@@ -222,7 +222,7 @@ def test_levenberg_marquardt_step_is_the_same_in_primal_and_dual_form():
     G = np.concatenate([y[:, 0] - rate - Kinv @ mean, 2.0 * var * (-0.5 * rate - 0.5 * np.diag(Kinv)) + 1.0])
     np.testing.assert_allclose(lin.G, G, rtol=1e-8, atol=1e-8)
     w = np.random.default_rng(3).standard_normal(24)
-    for form in (_Primal(factor, lin.lam, lin.curv_s, lin.J, lin.grad, solver._metric_apply),
+    for form in (_Primal(factor, lin.lam, lin.curv_s, lin.J, lin.grad),
                  _Dual(factor, lin.lam, lin.curv_s, lin.J, lin.G)):
         for tau in (1e-6, 1e-2, 10.0):
             mu = tau * form.scale
